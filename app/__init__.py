@@ -1,0 +1,1 @@
+"""Faces of Tessera: the CLI, the desktop viewer and the napari plugin."""

@@ -1,0 +1,1 @@
+"""The engine room: sources, tiling, engines, runners and writers. No Qt, no plugins."""

@@ -1,0 +1,1 @@
+"""Data files: shipped model weights, icons, small samples (read with importlib.resources)."""

@@ -1,0 +1,5 @@
+"""``python -m tessera`` runs the CLI."""
+
+from tessera.app.cli.main import run
+
+run()
