@@ -1,29 +1,51 @@
 """Shared test configuration.
 
 Two jobs run this suite (Makefile): the full one (TESSERA_REQUIRE_ALL=1: every extra
-installed, GUI tests under Xvfb; a missing extra is a failure, not a skip) and the
-headless one (no gui/train extras: the tests marked gui/torch are deselected, and
-everything else must pass without Qt, napari or torch).
+installed, GUI tests under Xvfb; a test skipped for a missing module or display is a
+failure there) and the headless one (TESSERA_HEADLESS_JOB=1: no gui/train extras, the
+tests marked gui/torch deselected, and the session fails if Qt, napari or torch got
+imported anyway).
+
+Conventions: a test module needing torch starts with
+``torch = pytest.importorskip("torch")`` and ``pytestmark = pytest.mark.torch`` (so
+the headless job can collect it); GUI tests are marked ``gui``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import pytest
 
 REQUIRE_ALL = os.environ.get("TESSERA_REQUIRE_ALL", "") not in ("", "0")
 HEADLESS_JOB = os.environ.get("TESSERA_HEADLESS_JOB", "") not in ("", "0")
+_MISSING_SKIPS: list[str] = []
 
 
-def require(module: str, reason: str = ""):
-    """``pytest.importorskip`` that fails instead of skipping in the full job."""
-    if REQUIRE_ALL:
-        import importlib
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gui") and not os.environ.get("DISPLAY"):
+        pytest.skip("could not import a display: GUI tests need DISPLAY (run under xvfb-run)")
+    if item.get_closest_marker("gpu"):
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
 
-        return importlib.import_module(module)
-    return pytest.importorskip(module, reason=reason or f"{module} not installed")
+
+def _note_missing(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and REQUIRE_ALL:
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+        if "could not import" in reason:
+            _MISSING_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_missing(report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_missing(report)
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +56,7 @@ def _no_leaked_threads(request: pytest.FixtureRequest):
     if request.node.get_closest_marker("gui"):
         return  # Qt owns its threads; GUI tests check their own workers
     leaked = [
-        t
-        for t in threading.enumerate()
-        if t.ident not in before and t.is_alive() and not t.daemon
+        t for t in threading.enumerate() if t.ident not in before and t.is_alive() and not t.daemon
     ]
     for t in leaked:
         t.join(timeout=5)
@@ -45,9 +65,12 @@ def _no_leaked_threads(request: pytest.FixtureRequest):
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _MISSING_SKIPS:
+        print("\nthe full job must not skip for missing modules/display:", file=sys.stderr)
+        for line in _MISSING_SKIPS:
+            print(f"  {line}", file=sys.stderr)
+        session.exitstatus = 1
     if HEADLESS_JOB:
-        import sys
-
         forbidden = [m for m in ("PySide6", "napari", "torch", "qtpy") if m in sys.modules]
         if forbidden:
             print(f"\nheadless job imported {forbidden}", file=sys.stderr)

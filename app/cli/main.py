@@ -30,6 +30,7 @@ app = typer.Typer(
 # Each module exposes ``register(app)``. Add a line here when a command group lands.
 COMMAND_MODULES: list[str] = [
     "tessera.app.cli.info",
+    "tessera.app.cli.groups",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}
