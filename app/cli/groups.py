@@ -19,7 +19,9 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SYNTH_MODULES: list[str] = []
+SYNTH_MODULES: list[str] = [
+    "tessera.app.cli.synth_ct",
+]
 BENCH_MODULES: list[str] = []
 
 
