@@ -106,6 +106,21 @@ class CTTruth:
         """Deepest generation of a tree (trachea = 0)."""
         return max(b.generation for b in self.tree(name))
 
+    def branch_voxels(self, name: TreeName = "airway", within: np.ndarray | None = None
+                      ) -> list[np.ndarray]:
+        """Centreline voxels (n, 3) ZYX of each branch of a tree, for ATM'22 branch scores.
+
+        ``within``: a boolean volume (e.g. the airway label) the voxels must lie in;
+        a branch's start inside its parent's lumen is kept (as ATM's parsing does).
+        """
+        out = []
+        for b in self.tree(name):
+            zyx = b.centreline_voxels(self.spacing_mm, self.shape_zyx)
+            if within is not None and len(zyx):
+                zyx = zyx[within[tuple(zyx.T)]]
+            out.append(zyx)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "image": self.image_path.name,
