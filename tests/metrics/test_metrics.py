@@ -127,7 +127,7 @@ def test_y_tree_parsing(y_tree) -> None:
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.5, 0.8, 0.8)])
 def test_binary_tree_generations_and_length(spacing) -> None:
     segs, gens = binary_tree(3)
-    shape = tuple(int(round(64 / s)) for s in spacing)
+    shape = tuple(round(64 / s) for s in spacing)
     mask = draw_tree(shape, spacing, segs, 1.3)
     tree = parse_tree(mask, spacing)
     assert tree.n_branches == len(segs) == 15
