@@ -21,8 +21,11 @@ bench_app = typer.Typer(
 
 SYNTH_MODULES: list[str] = [
     "tessera.app.cli.synth_ct",
+    "tessera.app.cli.synth_galaxies",
 ]
-BENCH_MODULES: list[str] = []
+BENCH_MODULES: list[str] = [
+    "tessera.app.cli.bench_engine",
+]
 
 
 def register(app: typer.Typer) -> None:
