@@ -22,6 +22,7 @@ bench_app = typer.Typer(
 SYNTH_MODULES: list[str] = [
     "tessera.app.cli.synth_ct",
     "tessera.app.cli.synth_galaxies",
+    "tessera.app.cli.synth_edos",
 ]
 BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_engine",
