@@ -87,6 +87,48 @@ class RunOptions:
         return d
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a runner needs to know about a model, from its manifest (or set by hand in
+    tests): classes in model order as (name, #rrggbb), the class a heatmap is about, and
+    the input geometry."""
+
+    id: str
+    version: str
+    task: str
+    classes: tuple[tuple[str, str], ...]
+    positive_class: str | None
+    size_px: tuple[int, ...]
+    target_mpp: float | None = None
+    target_spacing_mm: tuple[float, ...] | None = None
+    overlap: float = 0.0
+    batch_size: int = 16
+
+    @classmethod
+    def from_manifest(cls, manifest: Any) -> ModelInfo:
+        spec = manifest.input
+        return cls(
+            id=manifest.id,
+            version=manifest.version,
+            task=manifest.task,
+            classes=tuple((c.name, c.colour) for c in manifest.output.classes),
+            positive_class=manifest.output.positive_class,
+            size_px=tuple(int(s) for s in spec.size_px),
+            target_mpp=spec.mpp,
+            target_spacing_mm=None if spec.target_spacing_mm is None else tuple(spec.target_spacing_mm),
+            overlap=float(spec.overlap),
+            batch_size=int(spec.batch_size),
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c[0] for c in self.classes]
+
+    @property
+    def positive_index(self) -> int | None:
+        return None if self.positive_class is None else self.class_names.index(self.positive_class)
+
+
 # ---- sources in workers ------------------------------------------------------------------
 _SOURCES: dict[tuple, Source] = {}
 _SOURCES_LOCK = threading.Lock()

@@ -114,16 +114,19 @@ def run_tiled(
         "engine": options.engine,
     })
     ledger, _ = ChunkLedger.open(Path(work_dir), signature, resume=options.resume)
+    raster = Path(work_dir) / RASTER_NAME if spec.kind == "segment-2d" else None
+    if raster is not None and ledger.done_ids() and not (raster / "0").exists():
+        # Killed after the raster was published but before the summary: the marks
+        # describe pixels that are no longer here, so start this input again.
+        ledger.discard()
+        ledger, _ = ChunkLedger.open(Path(work_dir), signature, resume=False)
     blocks = grid.blocks()
     done = ledger.done_ids()
     todo = [b for b in blocks if b.chunk_id not in done]
     n_resumed = sum(len(b.tile_rc) for b in blocks if b.chunk_id in done)
 
-    raster = None
-    if spec.kind == "segment-2d":
-        raster = Path(work_dir) / RASTER_NAME
-        if not (raster / "0").exists() or not done:
-            _create_raster(raster, grid, spec.n_classes)
+    if raster is not None and not done:
+        _create_raster(raster, grid, spec.n_classes)
 
     progress.start(grid.n_selected, f"{Path(source.path).name}: {grid.n_selected} tiles")
     if n_resumed:

@@ -19,10 +19,19 @@ from pathlib import Path
 _TMP_MARK = ".tmp-"
 
 
-def temporary_sibling(path: Path) -> Path:
-    """A unique temporary path in the same folder as ``path`` (same filesystem)."""
+def temporary_sibling(path: Path, *, keep_suffix: bool = False) -> Path:
+    """A unique temporary path in the same folder as ``path`` (same filesystem).
+
+    ``keep_suffix`` ends the name with the original suffixes (".nii.gz"), for writers
+    that choose the format from the name.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tag = f"{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if keep_suffix:
+        suffix = "".join(path.suffixes)
+        stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+        return path.with_name(f".{stem}{tag}{suffix}")
+    return path.with_name(f".{path.name}{tag}")
 
 
 def is_temporary(path: Path) -> bool:
@@ -32,11 +41,11 @@ def is_temporary(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    tmp = temporary_sibling(path, keep_suffix=keep_suffix)
     try:
         yield tmp
         os.replace(tmp, path)
