@@ -31,6 +31,8 @@ app = typer.Typer(
 COMMAND_MODULES: list[str] = [
     "tessera.app.cli.info",
     "tessera.app.cli.groups",
+    "tessera.app.cli.plugins",
+    "tessera.app.cli.train",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}

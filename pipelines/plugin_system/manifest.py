@@ -50,6 +50,15 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PYTHON_NAME = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 
 
+def _check_python_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _PYTHON_NAME.match(value.lstrip(".")):
+        msg = f"not a python name like 'package.module:function': {value!r}"
+        raise ValueError(msg)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -208,7 +217,9 @@ class Hooks(_Strict):
     """
 
     model: str | None = Field(
-        default=None, description="Builds the torch module: f(size: str, **params) -> nn.Module."
+        default=None,
+        description="Builds the torch module: f(size: str, **kwargs) -> nn.Module, called with "
+        "the file's size_variant and the role's [models.<role>] kwargs.",
     )
     convert_checkpoint: str | None = Field(
         default=None,
@@ -217,17 +228,58 @@ class Hooks(_Strict):
     processing: str | None = Field(
         default=None, description="Module with the task kind's pre/post-processing hooks."
     )
-    train: str | None = Field(default=None, description="Reproduces the shipped weights.")
+    train: str | None = Field(
+        default=None,
+        description="Reproduces the shipped weights: f(out_dir: Path, *, seed: int, quick: bool, "
+        "progress) -> dict of metrics.",
+    )
+    example_inputs: str | None = Field(
+        default=None,
+        description="Model inputs for validation and benchmarks when random ones make no sense "
+        "(prompt codes, labels): f(role: str, batch: int) -> dict[str, np.ndarray].",
+    )
 
-    @field_validator("model", "convert_checkpoint", "processing", "train")
+    @field_validator("model", "convert_checkpoint", "processing", "train", "example_inputs")
     @classmethod
     def _python_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _PYTHON_NAME.match(value.lstrip(".")):
-            msg = f"not a python name like 'package.module:function': {value!r}"
-            raise ValueError(msg)
-        return value
+        return _check_python_name(value)
+
+
+class RoleSpec(_Strict):
+    """How the model of one role (``[models.<role>]``) is called, whichever engine runs it.
+
+    The ONNX graph's input/output names must equal ``inputs``/``outputs``; the torch
+    engine feeds ``inputs`` positionally to ``forward`` and names its outputs (a tensor,
+    a tuple in order, or a dict) with ``outputs``. The defaults match the task-kind
+    processing defaults (one ``input``, one ``logits``).
+    """
+
+    inputs: list[str] = Field(
+        default_factory=lambda: ["input"], min_length=1, description="Input tensor names, in order."
+    )
+    outputs: list[str] = Field(
+        default_factory=lambda: ["logits"],
+        min_length=1,
+        description="Output tensor names, in order.",
+    )
+    build: str | None = Field(
+        default=None,
+        description="python_name building this role's torch module, when it is not hooks.model.",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the model hook (num_classes...)."
+    )
+    parity_atol: float = Field(
+        default=1e-4,
+        gt=0,
+        description="Largest allowed |torch - ONNX| output difference, added to 1e-3 x the "
+        "output's largest magnitude (validation and export checks).",
+    )
+
+    @field_validator("build")
+    @classmethod
+    def _python_name(cls, value: str | None) -> str | None:
+        return _check_python_name(value)
 
 
 class Manifest(_Strict):
@@ -248,11 +300,24 @@ class Manifest(_Strict):
     output: OutputSpec = Field(description="Output specification.")
     files: list[ModelFile] = Field(default_factory=list, description="Model files.")
     hooks: Hooks = Field(default_factory=Hooks, description="Python hooks.")
+    models: dict[str, RoleSpec] = Field(
+        default_factory=dict,
+        description="Per-role call interface ([models.model], [models.encoder]...); a role "
+        "without a table uses RoleSpec's defaults.",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Plugin-specific settings its own hooks validate (architecture name, "
         "stain normalisation, thresholds...).",
     )
+
+    @model_validator(mode="after")
+    def _files_unique(self) -> Manifest:
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths):
+            msg = "files: each path may be listed once"
+            raise ValueError(msg)
+        return self
 
     @field_validator("id")
     @classmethod
@@ -261,6 +326,10 @@ class Manifest(_Strict):
             msg = f"id must be a lowercase slug like 'breast-vit', got {value!r}"
             raise ValueError(msg)
         return value
+
+    def role_spec(self, role: str = "model") -> RoleSpec:
+        """The call interface of ``role`` (defaults when the manifest declares none)."""
+        return self.models.get(role) or RoleSpec()
 
     def file(self, role: str = "model", fmt: str | None = None, size_variant: str | None = None) -> ModelFile:
         """The file with ``role`` (and format/size when given); PluginError when none."""
