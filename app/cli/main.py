@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "tessera.app.cli.groups",
     "tessera.app.cli.plugins",
     "tessera.app.cli.train",
+    "tessera.app.cli.run",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}
