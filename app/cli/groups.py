@@ -23,6 +23,7 @@ SYNTH_MODULES: list[str] = [
     "tessera.app.cli.synth_ct",
     "tessera.app.cli.synth_galaxies",
     "tessera.app.cli.synth_edos",
+    "tessera.app.cli.synth_slide",
 ]
 BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_engine",
