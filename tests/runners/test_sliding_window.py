@@ -3,6 +3,7 @@ small volumes, resumes from a plane, and never holds a float map of the volume."
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import dask.array as da
@@ -30,7 +31,7 @@ def _context_predictor(x: np.ndarray) -> np.ndarray:
 
 def _reference(volume, predictor, window, overlap, sigma_scale):
     """The textbook version: one float accumulator over the whole (padded) volume."""
-    c, z, y, x = volume.shape
+    _c, z, y, x = volume.shape
     pads = [(max(0, w - n) // 2, max(0, w - n) - max(0, w - n) // 2) for n, w in zip((z, y, x), window, strict=True)]
     vol = np.pad(volume, [(0, 0), *pads])
     _, zp, yp, xp = vol.shape
@@ -76,7 +77,7 @@ def test_resume_from_a_plane_gives_the_same_result():
     assert np.array_equal(part[21:], full[21:])
     assert not part[:21].any()
     assert slabs[0][0] == 21 and slabs[-1][1] == 45
-    assert all(b0 == a1 for (_, a1), (b0, _) in zip(slabs, slabs[1:], strict=False))
+    assert all(b0 == a1 for (_, a1), (b0, _) in itertools.pairwise(slabs))
 
 
 def test_no_float_map_of_the_whole_volume():
@@ -106,4 +107,4 @@ def test_window_starts_cover_with_overlap():
     for length, window, overlap in [(100, 32, 0.25), (33, 32, 0.5), (32, 32, 0.5), (7, 32, 0.5)]:
         starts = window_starts(length, window, overlap)
         assert starts[0] == 0 and starts[-1] == max(0, length - window)
-        assert all(b - a <= window * (1 - overlap) + 1 for a, b in zip(starts, starts[1:], strict=False))
+        assert all(b - a <= window * (1 - overlap) + 1 for a, b in itertools.pairwise(starts))

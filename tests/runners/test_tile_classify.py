@@ -130,7 +130,7 @@ def test_csv_and_preview(classified):
 
 
 def test_finished_input_is_skipped_and_no_resume_recomputes(classified, plugin_dirs):
-    slide, summary, out = classified
+    _slide, summary, out = classified
     plugin = get_plugin(plugin_dirs["tile-classify"])
     run = runner_for("tile-classify")
     path = out.parent / "slide.svs"
