@@ -220,6 +220,27 @@ class TiffTileReader:
     name = "tiff-tiles"
 
     def open(self, path: Path) -> Source | None:
+        levels = self.open_levels(path)
+        if levels is None:
+            return None
+        slide = open_slide(path)
+        try:
+            return slide_source(
+                path,
+                slide,
+                reader=self.name,
+                make_level=lambda i, shape_yx, tile_yx: levels[i],
+                close=lambda: close_fd(path),
+                extra={"compression": COMPRESSIONS[levels[0].codec.compression], "fast_path": True},
+            )
+        finally:
+            slide.close()
+
+    def open_levels(self, path: Path) -> list[TiffTileLevel] | None:
+        """The fast-path levels of ``path`` (level 0 first), or None if it declines the file.
+
+        For callers that want tiles without dask (``read_tile``), e.g. the read benchmark.
+        """
         import openslide
 
         if not path.is_file() or not is_tiff(path):
@@ -237,7 +258,8 @@ class TiffTileReader:
                     candidates.setdefault((int(page.imagelength), int(page.imagewidth)), (i, page))
             slide = open_slide(path)
             try:
-                plan = []
+                levels = []
+                background = background_rgb(slide_metadata(slide)[1])
                 for w, h in slide.level_dimensions:
                     if (h, w) not in candidates:
                         return None  # OpenSlide arranges this pyramid differently
@@ -245,23 +267,7 @@ class TiffTileReader:
                     codec = page_codec(page)
                     if isinstance(codec, str):
                         return None  # not exactly decodable here: OpenSlide serves it
-                    plan.append((i, codec))
-                background = background_rgb(slide_metadata(slide)[1])
-                compression = COMPRESSIONS[plan[0][1].compression]
-
-                def make_level(
-                    level: int, shape_yx: tuple[int, int], tile_yx: tuple
-                ) -> TiffTileLevel:
-                    i, codec = plan[level]
-                    return TiffTileLevel(path, signature, i, shape_yx, codec, background)
-
-                return slide_source(
-                    path,
-                    slide,
-                    reader=self.name,
-                    make_level=make_level,
-                    close=lambda: close_fd(path),
-                    extra={"compression": compression, "fast_path": True},
-                )
+                    levels.append(TiffTileLevel(path, signature, i, (h, w), codec, background))
+                return levels
             finally:
                 slide.close()
