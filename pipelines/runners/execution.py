@@ -100,7 +100,7 @@ def _run_distributed(client, func, jobs, shared, *, progress, cancel, weight, on
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     try:
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             i = position[fut.key]
