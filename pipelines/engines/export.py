@@ -8,9 +8,10 @@ model (data-dependent control flow, unsupported ops), and records which one prod
 the file. Measured here on small CNNs and a tiny timm ViT, both gave parity ~1e-7;
 dynamo is 2-5x slower to export (seconds), which only matters in tests.
 
-Dynamic batch: tried first with each exporter; if the model pins its batch size (a
-reshape with a literal batch) the export is retried with a static batch and the report
-says so (``OnnxEngine`` runs larger batches in slices of it).
+Dynamic batch: tried first with each exporter, and proven by running a batch of a
+different size through ONNX Runtime (a traced reshape can pin the batch while the graph
+still declares it open). If the model pins its batch size, the export is retried with a
+static batch and the report says so (``OnnxEngine`` runs larger batches in slices).
 
 Opset: the requested one is passed on, but the dynamo exporter emits opset 18 natively
 and silently keeps 18 when down-conversion fails; ``ParityReport.opset`` is read back
@@ -52,23 +53,41 @@ def _export_once(
     exporter: str, dynamic: bool, opset: int, external: bool,
 ) -> None:
     torch = import_torch("exporting to ONNX")
+    # The exporters print progress and log a traceback when opset down-conversion fails
+    # (the file then keeps opset 18, which the report states): keep both off the console.
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            batch = torch.export.Dim("batch")
-            shapes = tuple({0: batch} for _ in names) if dynamic else None
-            torch.onnx.export(
-                model, args, str(out), input_names=names, output_names=output_names,
-                opset_version=opset, dynamo=True, dynamic_shapes=shapes,
-                external_data=external, optimize=True, verbose=False,
-            )
-        else:
-            axes = {n: {0: "batch"} for n in [*names, *output_names]} if dynamic else None
-            torch.onnx.export(
-                model, args, str(out), input_names=names, output_names=output_names,
-                opset_version=opset, dynamo=False, dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+        try:
+            _call_exporter(torch, model, args, names, output_names, out, exporter=exporter,
+                           dynamic=dynamic, opset=opset, external=external)
+        finally:
+            for q, level in zip(quiet, levels, strict=True):
+                q.setLevel(level)
+
+
+def _call_exporter(
+    torch: Any, model: Any, args: tuple, names: list[str], output_names: list[str], out: Path,
+    *, exporter: str, dynamic: bool, opset: int, external: bool,
+) -> None:
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch")
+        shapes = tuple({0: batch} for _ in names) if dynamic else None
+        torch.onnx.export(
+            model, args, str(out), input_names=names, output_names=output_names,
+            opset_version=opset, dynamo=True, dynamic_shapes=shapes,
+            external_data=external, optimize=True, verbose=False,
+        )
+    else:
+        axes = {n: {0: "batch"} for n in [*names, *output_names]} if dynamic else None
+        torch.onnx.export(
+            model, args, str(out), input_names=names, output_names=output_names,
+            opset_version=opset, dynamo=False, dynamic_axes=axes,
+            do_constant_folding=True,
+        )
 
 
 def _graph_facts(path: Path) -> tuple[int, bool]:
@@ -94,6 +113,35 @@ def _random_like(example: torch.Tensor, batch: int, gen: torch.Generator) -> tor
     return example.repeat(reps, *([1] * (example.ndim - 1)))[:batch].clone()
 
 
+def _parity(
+    model: Any, example_inputs: dict[str, Any], onnx_path: Path, output_names: list[str], *,
+    batch: int, seed: int,
+) -> tuple[dict[str, float], float]:
+    """Max |torch - ORT| per output on random inputs of ``batch`` items, and max |torch|."""
+    import onnxruntime as ort
+    import torch
+
+    from tessera.pipelines.engines.torch_engine import outputs_by_name
+
+    gen = torch.Generator().manual_seed(seed)
+    inputs = {n: _random_like(t, batch, gen) for n, t in example_inputs.items()}
+    with torch.inference_mode():
+        ref = outputs_by_name(model(*inputs.values()), output_names)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = dict(zip(
+        [o.name for o in session.get_outputs()],
+        session.run(None, {n: t.detach().cpu().numpy() for n, t in inputs.items()}),
+        strict=True,
+    ))
+    per_output = {
+        n: float(np.max(np.abs(got[n].astype(np.float64) - ref[n].astype(np.float64))))
+        if ref[n].size else 0.0
+        for n in output_names
+    }
+    max_ref = max((float(np.max(np.abs(r))) if r.size else 0.0 for r in ref.values()), default=0.0)
+    return per_output, max_ref
+
+
 def export_onnx(
     model: torch.nn.Module,
     example_inputs: dict[str, torch.Tensor],
@@ -110,9 +158,7 @@ def export_onnx(
     Returns the parity with ONNX Runtime (CPU) on random inputs; EngineError when no
     exporter can export the model (the message lists each attempt's error).
     """
-    torch = import_torch("exporting to ONNX")
-    from tessera.pipelines.engines.torch_engine import outputs_by_name
-
+    import_torch("exporting to ONNX")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -123,26 +169,32 @@ def export_onnx(
     exporters = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     attempts = [(e, d) for d in ([True, False] if dynamic_batch else [False]) for e in exporters]
     notes: list[str] = []
+    example_batch = int(args[0].shape[0]) if args and args[0].ndim else 1
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
     try:
-        done: tuple[str, bool] | None = None
+        done = None
         for name, dynamic in attempts:
             out = tmp / path.name
             for stale in tmp.iterdir():
                 stale.unlink()
+            what = f"{name} exporter ({'dynamic' if dynamic else 'static'} batch)"
             try:
                 _export_once(model, args, names, output_names, out, exporter=name,
                              dynamic=dynamic, opset=opset, external=external)
+                real_opset, really_dynamic = _graph_facts(out)
+                # A dynamic export is proven by running another batch size through ORT:
+                # a traced reshape can pin the batch while the graph still declares it open.
+                batch = example_batch + 1 if really_dynamic else example_batch
+                per_output, max_ref = _parity(model, example_inputs, out, output_names,
+                                              batch=batch, seed=seed)
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                notes.append(f"{name} exporter ({'dynamic' if dynamic else 'static'} batch) "
-                             f"failed: {type(exc).__name__}: {first}")
+                notes.append(f"{what} failed: {type(exc).__name__}: {first}")
                 log.info(notes[-1])
                 continue
-            real_opset, really_dynamic = _graph_facts(out)
             if dynamic and not really_dynamic:
-                notes.append(f"{name} exporter fixed the batch size despite dynamic axes")
-            done = (name, really_dynamic)
+                notes.append(f"{what} fixed the batch size despite dynamic axes")
+            done = (name, really_dynamic, real_opset, batch, per_output, max_ref)
             break
         if done is None:
             msg = "no ONNX exporter could export the model: " + " | ".join(notes)
@@ -151,30 +203,9 @@ def export_onnx(
             produced.replace(path.parent / produced.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    used, dynamic = done
+    used, dynamic, real_opset, batch, per_output, max_ref = done
     if real_opset != opset:
         notes.append(f"asked for opset {opset}, the {used} exporter wrote opset {real_opset}")
-
-    import onnxruntime as ort
-
-    example_batch = args[0].shape[0] if args and args[0].ndim else 1
-    batch = example_batch + 1 if dynamic else example_batch
-    gen = torch.Generator().manual_seed(seed)
-    inputs = {n: _random_like(t, batch, gen) for n, t in example_inputs.items()}
-    with torch.inference_mode():
-        ref = outputs_by_name(model(*inputs.values()), output_names)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = dict(zip(
-        [o.name for o in session.get_outputs()],
-        session.run(None, {n: t.detach().cpu().numpy() for n, t in inputs.items()}),
-        strict=True,
-    ))
-    per_output = {
-        n: float(np.max(np.abs(got[n].astype(np.float64) - ref[n].astype(np.float64))))
-        if ref[n].size else 0.0
-        for n in output_names
-    }
-    max_ref = max((float(np.max(np.abs(r))) if r.size else 0.0 for r in ref.values()), default=0.0)
     return ParityReport(
         path=path, exporter=used, opset=real_opset, dynamic_batch=dynamic,
         batch_checked=int(batch), max_abs_diff=max(per_output.values(), default=0.0),

@@ -7,9 +7,10 @@ leaving the model's folder. The verdict is cached by the file's sha256 and the
 onnxruntime version: in memory, and (for accepted files) on disk under the cache
 folder, so a model costs one child process per installation, not per run.
 
-The external-data locations an accepted model uses are re-checked in this process at
-every open (cheap: they are in the cached verdict), because a link placed next to the
-model later would otherwise escape the folder despite the cached verdict.
+The verdict covers the ``.onnx`` bytes only, so the external-data files an accepted
+model uses are re-checked in this process at every open (cheap: their names and the
+byte counts the tensors need are in the cached verdict): a link planted next to the
+model later, or a truncated data file, is caught despite the cached verdict.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class OnnxVerdict:
     kind: str = ""  # "corrupt" | "external-data" | "crashed" when not ok
     message: str = ""
     external_data: list[str] = field(default_factory=list)
+    external_bytes: dict[str, int] = field(default_factory=dict)  # location -> bytes needed
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -90,6 +92,7 @@ def _run_probe(model_path: Path) -> OnnxVerdict:
         kind=data.get("kind", ""),
         message=data.get("message", ""),
         external_data=list(data.get("external_data", [])),
+        external_bytes=dict(data.get("external_bytes", {})),
         inputs=list(data.get("inputs", [])),
         outputs=list(data.get("outputs", [])),
     )
@@ -131,9 +134,14 @@ def check_onnx_file(path: str | os.PathLike[str]) -> OnnxVerdict:
     folder = model_path.parent.resolve()
     for location in verdict.external_data:
         target = (model_path.parent / location).resolve()
-        if not target.is_relative_to(folder) or not target.is_file():
+        if not target.is_relative_to(folder):
             msg = f"external data {location!r} now resolves to {target}, outside the model's folder"
             raise ModelFileRefused(msg + "; refusing the model", path=model_path)
+        needed = verdict.external_bytes.get(location, 0)
+        if not target.is_file() or target.stat().st_size < needed:
+            msg = (f"external data {location!r} is missing or shorter than the {needed} bytes "
+                   "the model needs (offset/length run past the end of the file)")
+            raise CorruptFile(msg, path=model_path)
     return verdict
 
 

@@ -34,11 +34,12 @@ def _tensors(graph):  # every TensorProto a graph (and its subgraphs) can hold
                 yield from _tensors(sub)
 
 
-def _external_locations(model, model_dir: Path) -> tuple[list[str], str | None]:
+def _external_locations(model, model_dir: Path) -> tuple[dict[str, int], str | None]:
+    """{location: bytes the tensors need from it}, or the first problem found."""
     import onnx
 
     folder = model_dir.resolve()
-    seen: list[str] = []
+    seen: dict[str, int] = {}
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -58,8 +59,7 @@ def _external_locations(model, model_dir: Path) -> tuple[list[str], str | None]:
             return seen, f"{where}: the file is missing"
         if offset < 0 or length < 0 or offset + length > target.stat().st_size:
             return seen, f"{where}: offset/length run past the end of the file"
-        if location not in seen:
-            seen.append(location)
+        seen[location] = max(seen.get(location, 0), offset + length)
     return seen, None
 
 
@@ -96,7 +96,8 @@ def probe(path: str) -> dict:
 
     return {
         "ok": True,
-        "external_data": locations,
+        "external_data": list(locations),
+        "external_bytes": locations,
         "inputs": meta(session.get_inputs()),
         "outputs": meta(session.get_outputs()),
     }

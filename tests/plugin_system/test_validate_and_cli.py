@@ -141,13 +141,14 @@ def test_cli_import_list_remove(make_acme_folder, capsys) -> None:
     assert "--force" in capsys.readouterr().err
     assert main(["plugins", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [(p["id"], p["source"], p["engines"]) for p in listed["plugins"]] == [
-        ("acme-tissue", "user", ["onnx"])
+    assert [(p["source"], p["engines"]) for p in listed["plugins"] if p["id"] == "acme-tissue"] == [
+        ("user", ["onnx"])
     ]
     assert main(["plugins", "remove", "acme-tissue"]) == 0
     assert capsys.readouterr().out.strip().endswith("user-plugins/acme-tissue")
     assert main(["plugins", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["plugins"] == []
+    ids = [p["id"] for p in json.loads(capsys.readouterr().out)["plugins"]]
+    assert "acme-tissue" not in ids
 
 
 def test_cli_train_without_torch_says_which_extra(make_acme_folder, monkeypatch, capsys) -> None:
@@ -162,6 +163,7 @@ def test_cli_train_without_torch_says_which_extra(make_acme_folder, monkeypatch,
     assert "`tessera train acme-tissue` needs the 'torch' package" in capsys.readouterr().err
 
 
+@pytest.mark.torch
 def test_cli_train_without_hook(make_acme_folder, capsys) -> None:
     pytest.importorskip("torch")
     assert main(["train", str(make_acme_folder())]) == 1
