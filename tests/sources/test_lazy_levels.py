@@ -137,3 +137,13 @@ def test_lazy_level_indexing_and_chunk_reads() -> None:
     np.testing.assert_array_equal(np.asarray(arr[20:30, 10:20]), lazy.data[20:30, 10:20])
     assert all(start[0] >= 16 and stop[0] <= 32 for start, stop in lazy.boxes)
     assert len(lazy.boxes) == 2  # only the two chunks the window touches
+
+
+def test_array_source_for_in_memory_images() -> None:
+    from tessera.pipelines.sources import array_source
+
+    l0 = np.arange(600 * 500 * 3, dtype=np.uint32).reshape(600, 500, 3).astype(np.uint8)
+    src = array_source([l0, l0[::4, ::4]], axes="YXC", spacing=(0.5, 0.5), spacing_unit="µm")
+    assert src.reader == "memory" and src.mpp == 0.5 and src.levels[0].chunksize == (256, 256, 3)
+    assert src.downsamples[1] == (4.0, 4.0)
+    np.testing.assert_array_equal(src.read_region((8, 16), (10, 10), 1), l0[::4, ::4][2:12, 4:14])

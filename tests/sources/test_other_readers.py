@@ -280,3 +280,46 @@ def test_resolution_tags_in_centimetres_give_microns(tmp_path: Path) -> None:
         resolutionunit="INCH",
     )
     assert tessera.open(tmp_path / "dpi.tif").spacing is None  # 72 dpi is a default, not a size
+
+
+def test_tessera_heatmap_output_reopens(tmp_path: Path) -> None:
+    """An OME-Zarr written by Tessera's own writer (pipelines/writers/ome_zarr.py)."""
+    from tessera.pipelines.writers.ome_zarr import write_small_image
+
+    heat = np.random.default_rng(7).integers(0, 255, (2, 600, 520), dtype=np.uint8)
+    labels = (heat[0] > 128).astype(np.uint8)
+    path = tmp_path / "heatmap.ome.zarr"
+    write_small_image(
+        path, heat, axes="cyx", spacing=(0.25, 0.25), l0_per_px=(16, 16), unit="µm",
+        name="tumour", channels=[("benign", "#00ff00"), ("tumour", "#ff0000")],
+        labels={"argmax": (labels, [(0, "glass", "#000000"), (1, "tumour", "#ff0000")])},
+    )  # fmt: skip
+    src = tessera.open(path)
+    assert src.format == "OME-Zarr" and src.axes == "CYX"
+    assert src.spacing == pytest.approx((4.0, 4.0)) and src.spacing_unit == "µm"
+    assert src.metadata["channel_names"] == ["benign", "tumour"]
+    assert src.metadata["labels"] == ["argmax"]
+    assert src.downsamples[1] == pytest.approx((2.0, 2.0))
+    np.testing.assert_array_equal(np.asarray(src.levels[0]), heat)
+    labels_src = tessera.open(path / "labels" / "argmax")
+    np.testing.assert_array_equal(np.asarray(labels_src.levels[0]), labels)
+
+
+def test_read_region_on_grey_and_channel_images(tmp_path: Path) -> None:
+    """Source.read_region for "YX" and "CYX" sources: level-0 origin, fill outside."""
+    from astropy.io import fits
+
+    image = np.arange(30 * 40, dtype=np.int16).reshape(30, 40)
+    fits.PrimaryHDU(image).writeto(tmp_path / "g.fits")
+    src = tessera.open(tmp_path / "g.fits")
+    out = src.read_region((-5, 35), (10, 10), fill=-1)
+    expected = np.full((10, 10), -1, np.int16)
+    expected[5:, :5] = image[0:5, 35:40]
+    np.testing.assert_array_equal(out, expected)
+    cube = np.arange(2 * 30 * 40, dtype=np.uint16).reshape(2, 30, 40)
+    tifffile.imwrite(tmp_path / "c.tif", cube, metadata={"axes": "CYX"})
+    src = tessera.open(tmp_path / "c.tif")
+    assert src.axes == "CYX"
+    np.testing.assert_array_equal(
+        src.read_region((25, 0), (8, 4)), np.pad(cube[:, 25:30, 0:4], ((0, 0), (0, 3), (0, 0)))
+    )
