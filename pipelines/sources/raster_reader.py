@@ -11,6 +11,7 @@ Damage is found at open time where it is cheap: PNG chunks are CRC-checked
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ from tessera.pipelines.errors import CorruptFile, UnsupportedFile
 from tessera.pipelines.sources.base import Source
 from tessera.pipelines.sources.lazy import FileSignature, LazyLevel, as_dask, level_name
 
+#: The last decoded image (key, pixels) per process, if at most ``_KEEP_BYTES`` big.
+_LAST: list = []
+_LAST_LOCK = threading.Lock()
+_KEEP_BYTES = 256 * 2**20
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 #: Pillow mode -> (mode to convert to, numpy dtype, axes).
 _MODES = {
@@ -60,7 +65,13 @@ class RasterLevel(LazyLevel):
         super().__init__(path, signature, shape, dtype)
         self.mode = mode
 
-    def read(self, start: tuple[int, ...], stop: tuple[int, ...]) -> np.ndarray:
+    def decoded(self) -> np.ndarray:
+        """The whole image, decoded; the last one decoded is kept per process (see
+        ``_LAST``), so a viewer or tiler slicing one PNG many times decodes it once."""
+        key = (str(self.path), self.signature, self.mode)
+        with _LAST_LOCK:
+            if _LAST and _LAST[0] == key:
+                return _LAST[1]
         from PIL import Image
 
         self.signature.check(self.path)
@@ -72,7 +83,15 @@ class RasterLevel(LazyLevel):
             msg = f"the image cannot be decoded ({exc}); the file is damaged or truncated"
             raise CorruptFile(msg, path=self.path) from exc
         pixels = pixels.astype(self.dtype, copy=False).reshape(self.shape)
-        return pixels[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]
+        pixels.setflags(write=False)
+        if pixels.nbytes <= _KEEP_BYTES:
+            with _LAST_LOCK:
+                _LAST[:] = [key, pixels]
+        return pixels
+
+    def read(self, start: tuple[int, ...], stop: tuple[int, ...]) -> np.ndarray:
+        box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+        return self.decoded()[box].copy()
 
 
 class RasterReader:

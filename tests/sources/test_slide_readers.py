@@ -203,3 +203,25 @@ def test_unicode_path(unicode_dir: Path, svs_ycbcr: Path) -> None:
     assert src.path == path and src.reader == "tiff-tiles"
     assert np.asarray(src.levels[2]).shape == (96, 128, 3)
     assert tessera.open(path, reader="openslide").levels[0][0:8, 0:8].compute().shape == (8, 8, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ds=st.floats(0.5, 200.0, allow_nan=False))
+def test_best_level_agrees_with_openslide_away_from_level_boundaries(svs_rgb_odd_slide, ds) -> None:
+    """Same level as OpenSlide's get_best_level_for_downsample, except within the 1%
+    tolerance Source allows just below a level (4.0004 asked as 4)."""
+    src, level_downsamples, expected = svs_rgb_odd_slide
+    if any(d / 1.01 <= ds < d for d in level_downsamples):
+        return
+    assert src.best_level_for_downsample(ds) == expected(ds)
+
+
+@pytest.fixture(scope="module")
+def svs_rgb_odd_slide(svs_rgb_odd: Path):
+    slide = openslide.OpenSlide(svs_rgb_odd)
+    yield (
+        tessera.open(svs_rgb_odd),
+        list(slide.level_downsamples),
+        slide.get_best_level_for_downsample,
+    )
+    slide.close()
