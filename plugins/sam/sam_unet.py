@@ -418,8 +418,13 @@ def convert_checkpoint(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def segmentation_loss(logits: Tensor, target: Tensor, focal_weight: float = 20.0) -> Tensor:
-    """``focal_weight * focal + dice`` on mask logits (per image, then averaged);
-    focal with alpha 0.25, gamma 2 as in the SAM and SAM-UNet papers."""
+    """``focal_weight * focal + dice`` on mask logits ``[M, 1, H, W]`` (per mask, then
+    averaged); focal with alpha 0.25, gamma 2 as in the SAM and SAM-UNet papers."""
+    return mask_losses(logits, target, focal_weight).mean()
+
+
+def mask_losses(logits: Tensor, target: Tensor, focal_weight: float = 20.0) -> Tensor:
+    """Per-mask ``focal_weight * focal + dice``, ``[M]`` (targets may be soft)."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p_t = p * target + (1 - p) * (1 - target)
@@ -427,4 +432,4 @@ def segmentation_loss(logits: Tensor, target: Tensor, focal_weight: float = 20.0
     focal = (alpha_t * (1 - p_t) ** 2 * ce).flatten(1).mean(1)
     inter = (p * target).flatten(1).sum(1)
     dice = 1 - (2 * inter + 1) / (p.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
-    return (focal_weight * focal + dice).mean()
+    return focal_weight * focal + dice
