@@ -34,17 +34,18 @@ def bench_engine_command(
         return
     from rich.table import Table
 
-    table = Table("engine", "median s/batch", "items/s", "runs on", box=None, pad_edge=False)
-    table.add_row("onnxruntime", f"{result.onnx_median_s:.4f}", f"{result.onnx_items_per_s:.1f}",
-                  result.onnx_description)
-    table.add_row("torch", f"{result.torch_median_s:.4f}", f"{result.torch_items_per_s:.1f}",
-                  result.torch_description)
+    table = Table("engine", "median s/batch", "items/s", box=None, pad_edge=False)
+    table.add_row("onnxruntime", f"{result.onnx_median_s:.4f}", f"{result.onnx_items_per_s:.1f}")
+    table.add_row("torch", f"{result.torch_median_s:.4f}", f"{result.torch_items_per_s:.1f}")
     console.print(f"{plugin.id} ({role}), batch {result.batch}, {result.threads} threads, "
-                  f"{result.repeats} rounds", highlight=False)
+                  f"{result.repeats} rounds", highlight=False, markup=False)
     console.print(table)
+    for label, desc in (("onnxruntime", result.onnx_description),
+                        ("torch", result.torch_description)):
+        console.print(f"  {label} runs on {desc}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"ratio onnxruntime/torch throughput: {result.ratio:.2f}x "
                   f"({result.winner} wins); max |onnx - torch| = {result.max_abs_diff:.2g}",
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 def register(group: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from tessera.app.cli.console import console, err_console
 
@@ -60,18 +61,25 @@ def list_command(
         table = Table("id", "version", "task", "source", "engines", "summary", box=None,
                       pad_edge=False)
         for r in rows:
-            table.add_row(r["id"], r["version"], r["task"], r["source"], ",".join(r["engines"]),
-                          r["summary"])
+            table.add_row(r["id"], escape(r["version"]), r["task"], r["source"],
+                          ",".join(r["engines"]), escape(r["summary"]))
         console.print(table)
     else:
         console.print("no plugins installed")
     for s in shadowed:
-        console.print(f"[yellow]note:[/] {s['id']} at {s['hidden']} is shadowed by {s['by']}",
-                      highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(s['id'])} at {escape(s['hidden'])} is shadowed "
+                      f"by {escape(s['by'])}", highlight=False, soft_wrap=True)
     for e in errors:
-        err_console.print(f"[bold red]not loaded:[/] {e['source']}: {e['error']}",
+        err_console.print(f"[bold red]not loaded:[/] {escape(e['source'])}: {escape(e['error'])}",
                           highlight=False, soft_wrap=True)
-    console.print(f"imported plugins live in {user_plugin_dir()}", style="dim", highlight=False, soft_wrap=True)
+    console.print(f"imported plugins live in {user_plugin_dir()}", style="dim", highlight=False, soft_wrap=True, markup=False)
+
+
+def _human_size(n_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.2f} {unit}"
+    return f"{n_bytes} B"
 
 
 def _file_rows(plugin: Any) -> list[dict[str, Any]]:
@@ -120,37 +128,40 @@ def info_command(
         return
     from rich.table import Table
 
-    console.print(f"[bold]{m.name}[/] ({m.id} {m.version}) — {m.task}", highlight=False, soft_wrap=True)
-    console.print(f"  {m.summary}", highlight=False, soft_wrap=True)
-    console.print(f"  source     {plugin.origin.kind}: {plugin.origin.detail}", highlight=False, soft_wrap=True)
-    console.print(f"  folder     {plugin.root}", highlight=False, soft_wrap=True)
-    console.print(f"  licence    {m.licence}", highlight=False, soft_wrap=True)
-    console.print(f"  intended   {m.intended_use}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{escape(m.name)}[/] ({m.id} {escape(m.version)}) — {m.task}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"  {m.summary}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"  source     {plugin.origin.kind}: {plugin.origin.detail}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"  folder     {plugin.root}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"  licence    {m.licence}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"  intended   {m.intended_use}", highlight=False, soft_wrap=True, markup=False)
     spec = m.input
     where = (f"{spec.mpp:g} µm/px" if spec.mpp else
              f"{spec.target_spacing_mm} mm" if spec.target_spacing_mm else "any scale")
     console.print(f"  input      {'x'.join(map(str, spec.size_px))} px, "
-                  f"channels {','.join(spec.channels)}, at {where}", highlight=False, soft_wrap=True)
+                  f"channels {','.join(spec.channels)}, at {where}", highlight=False, soft_wrap=True, markup=False)
     classes = ", ".join(c.name for c in m.output.classes) or "-"
-    console.print(f"  output     {m.output.kind}: {classes}", highlight=False, soft_wrap=True)
+    console.print(f"  output     {m.output.kind}: {classes}", highlight=False, soft_wrap=True, markup=False)
     table = Table("file", "role", "format", "size", "sha256", box=None, pad_edge=False)
     for f in files:
-        size = "-" if f["size_bytes"] is None else f"{f['size_bytes'] / 1e6:.2f} MB"
+        size = "-" if f["size_bytes"] is None else _human_size(f["size_bytes"])
         style = "green" if f["sha256"] == "ok" else "red"
-        table.add_row(f["path"], f["role"], f["format"], size, f"[{style}]{f['sha256']}[/]")
+        table.add_row(escape(f["path"]), escape(f["role"]), f["format"], size,
+                      f"[{style}]{escape(f['sha256'])}[/]")
     if files:
         console.print(table)
     ort = engines["onnxruntime"]
     console.print("  onnxruntime " + (f"{ort['version']} providers {ort['providers']}" if ort
-                                      else "not installed"), highlight=False, soft_wrap=True)
+                                      else "not installed"), highlight=False, soft_wrap=True, markup=False)
     t = engines["torch"]
     console.print("  torch       " + (f"{t['version']} installed" if t else
                                       "not installed (pip install 'tessera[train]')"),
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
     if card:
-        console.print(f"  model card  {card}", highlight=False, soft_wrap=True)
+        console.print(f"  model card  {card}", highlight=False, soft_wrap=True, markup=False)
     else:
-        console.print(f"  model card  [red]missing[/] ({m.model_card})", highlight=False, soft_wrap=True)
+        console.print(f"  model card  [red]missing[/] ({escape(m.model_card)})", highlight=False,
+                      soft_wrap=True)
 
 
 @plugins_app.command("import")
@@ -165,11 +176,11 @@ def import_command(
     plugin = result.plugin
     verb = "replaced" if result.replaced else "imported"
     console.print(f"{verb} {plugin.id} {plugin.manifest.version} into {plugin.root}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
     for hidden, winner in scan_plugins().shadowed:
         if winner.root == plugin.root:
             console.print(f"note: it shadows the {hidden.origin.kind} plugin at {hidden.root}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)
 
 
 @plugins_app.command("remove")
@@ -177,7 +188,7 @@ def remove_command(plugin_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Delete an imported plugin (installed packages are removed with pip)."""
     from tessera.pipelines.plugin_system import remove_plugin
 
-    console.print(f"removed {remove_plugin(plugin_id)}", highlight=False, soft_wrap=True)
+    console.print(f"removed {remove_plugin(plugin_id)}", highlight=False, soft_wrap=True, markup=False)
 
 
 @plugins_app.command("validate")
@@ -206,13 +217,13 @@ def validate_command(
         colours = {"error": "bold red", "warning": "yellow", "note": "dim"}
         for p in problems:
             out = err_console if p.is_error else console
-            out.print(f"[{colours[p.severity]}]{p.severity}:[/] {p.where}: {p.message}",
-                      highlight=False, soft_wrap=True)
+            out.print(f"[{colours[p.severity]}]{p.severity}:[/] {escape(p.where)}: "
+                      f"{escape(p.message)}", highlight=False, soft_wrap=True)
         name = plugin.id if plugin else target
         if n_errors:
-            err_console.print(f"{name}: {n_errors} error(s)", highlight=False, soft_wrap=True)
+            err_console.print(f"{name}: {n_errors} error(s)", highlight=False, soft_wrap=True, markup=False)
         else:
-            console.print(f"{name}: keeps the plugin contract", highlight=False, soft_wrap=True)
+            console.print(f"{name}: keeps the plugin contract", highlight=False, soft_wrap=True, markup=False)
     if n_errors:
         raise typer.Exit(1)
 

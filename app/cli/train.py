@@ -96,7 +96,7 @@ def train_command(
     out_dir = out if out is not None else Path.cwd() / f"{plugin.id}-train"
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"training {plugin.id} (seed {seed}{', quick' if quick else ''}) into {out_dir}",
-                  highlight=False)
+                  highlight=False, markup=False)
     progress = _RichProgress()
     t0 = time.perf_counter()
     try:
@@ -112,9 +112,9 @@ def train_command(
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     for key, value in metrics.items():
         shown = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
-        console.print(f"  {key:<24} {shown}", highlight=False)
+        console.print(f"  {key:<24} {shown}", highlight=False, markup=False)
     console.print(f"metrics written to {out_dir / 'metrics.json'} "
-                  f"({record['seconds']} s)", highlight=False)
+                  f"({record['seconds']} s)", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -38,6 +38,7 @@ def test_bench_cli_prints_ratio_and_json(tiny_cnn, capsys) -> None:
                  "--repeats", "2", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "ratio onnxruntime/torch throughput:" in out and "wins" in out
+    assert "[cpu] threads=1" in out and "[CPUExecutionProvider] threads=1" in out
     assert main(["bench", "engine", folder, "--batch", "2", "--repeats", "2", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["winner"] in ("onnxruntime", "torch") and data["batch"] == 2
