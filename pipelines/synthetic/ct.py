@@ -250,8 +250,11 @@ class _TreeBuilder:
     """
 
     def __init__(self, rng: np.random.Generator, *, min_radius_mm: float, max_generation: int,
-                 min_points: int, reach: tuple[float, float] = (0.5, 0.65)) -> None:
+                 min_points: int, reach: tuple[float, float] = (0.5, 0.65),
+                 avoid: Any = None) -> None:
         self.rng = rng
+        # avoid(points (n, 3) mm, radius mm) -> bool (n,): too close to something to keep clear of
+        self.avoid = avoid
         self.min_radius = min_radius_mm
         self.max_generation = max_generation
         self.min_points = min_points
@@ -266,6 +269,28 @@ class _TreeBuilder:
         if parent is not None:
             self.nodes[parent].children.append(node.id)
         return node.id
+
+    def _collisions(self, start: np.ndarray, direction: np.ndarray, length: float,
+                    radius: float) -> float:
+        """Fraction of a candidate segment (past its first few mm) that is too close."""
+        skip = min(0.5 * length, 1.5 * radius + 2.0)
+        t = np.linspace(skip, length, 12)
+        return float(self.avoid(start + t[:, None] * direction, radius).mean())
+
+    def _steer_clear(self, start: np.ndarray, direction: np.ndarray, parent_dir: np.ndarray,
+                     length: float, radius: float) -> np.ndarray:
+        """Turn a branch (within the angle limit) until it keeps clear, or the best try."""
+        best = (self._collisions(start, direction, length, radius), direction)
+        for _ in range(10):
+            if best[0] <= 0.1:
+                break
+            cand = _unit(direction + self.rng.normal(0.0, 0.5, 3))
+            if np.dot(cand, parent_dir) < 0.26:
+                continue
+            hit = self._collisions(start, cand, length, radius)
+            if hit < best[0]:
+                best = (hit, cand)
+        return best[1]
 
     def grow(self, parent: int, points: np.ndarray, radius: float, generation: int) -> None:
         """Grow a child of ``parent`` supplying ``points`` (n, 3 mm), then recurse."""
@@ -290,6 +315,8 @@ class _TreeBuilder:
         # a terminal branch runs into the middle of its territory
         reach = self.rng.uniform(0.85, 1.0) if terminal else self.rng.uniform(*self.reach)
         length = max(3.0 * radius, dist * reach)
+        if self.avoid is not None:
+            direction = self._steer_clear(start, direction, parent_dir, length, radius)
         end = start + direction * length
         r_end = radius * 0.92
         node = self.add(parent, generation, start, end, radius, r_end)
@@ -568,11 +595,19 @@ def _wall_mm(lumen_r_mm: float) -> float:
     return max(0.55, 0.22 * lumen_r_mm)
 
 
-def _grow_veins(an: _Anatomy, lungs: list[np.ndarray], away: list[np.ndarray],
+def _grow_veins(an: _Anatomy, away: list[np.ndarray], bundle_sdf: np.ndarray, grown_mm: float,
                 spacing: np.ndarray, rng: np.random.Generator, r_trunk: float) -> _TreeBuilder:
-    """Veins: space filling towards lung regions away from the bronchovascular bundles."""
+    """Veins: space filling towards lung regions away from the bronchovascular bundles,
+    each branch steered (within the branching-angle limit) to keep clear of them."""
+    shape = np.asarray(bundle_sdf.shape)
+
+    def too_close(points: np.ndarray, radius: float) -> np.ndarray:
+        idx = np.clip(np.rint(points / spacing).astype(int), 0, shape - 1)
+        gap = bundle_sdf[tuple(idx.T)] + grown_mm  # distance to a bundle surface, mm
+        return gap < radius + 1.0
+
     builder = _TreeBuilder(rng, min_radius_mm=_MIN_LUMEN_RADIUS_MM, max_generation=8,
-                           min_points=6, reach=(0.55, 0.7))
+                           min_points=6, reach=(0.55, 0.7), avoid=too_close)
     atrium = np.array([an.heart_c[0] + an.heart_ax[0] * 0.35,
                        an.heart_c[1] + an.heart_ax[1] * 0.55, an.heart_c[2] - an.heart_ax[2] * 0.1])
     root = builder.add(None, 0, atrium - np.array([0.0, 0.0, 0.01]), atrium, r_trunk, r_trunk)
@@ -641,10 +676,11 @@ def synth_ct(
     bundle_segments = [(n.start, n.end, n.r0 + _wall_mm(n.r0), n.r1 + _wall_mm(n.r1))
                        for n in airway.nodes]
     bundle_segments += [(s, e, r0, r1) for _, _, s, e, r0, r1 in art_rows]
-    _rasterise_min_sdf(bundle_sdf, bundle_segments, spacing, grow_mm=6.0)
+    grown = 6.0
+    _rasterise_min_sdf(bundle_sdf, bundle_segments, spacing, grow_mm=grown)
     away = [m & (bundle_sdf > 0) for m in eroded]
     away = [a if a.sum() > 2000 else m for a, m in zip(away, eroded, strict=True)]
-    veins = _grow_veins(an, lungs, away, spacing, rng, r_trunk=an.trachea_r * 1.2)
+    veins = _grow_veins(an, away, bundle_sdf, grown, spacing, rng, r_trunk=an.trachea_r * 1.2)
 
     branches: list[Branch] = []
 
