@@ -5,7 +5,7 @@
 - ``runtime.SamRuntime``: encoder graph once per image, decoder graph per prompt;
 - ``cache.EmbeddingCache``: embeddings in memory (LRU) and on disk (zarr + signature);
 - ``regions``: the region read at a level, windows with a halo, exact level-0 mapping;
-- ``polygons``: exact pixel-edge polygons and GeoJSON;
+- ``polygons``: exact pixel-edge polygons (GeoJSON via ``writers.geojson``);
 - ``session.PromptSession``: the thread-safe, Qt-free object the viewer and CLI drive.
 
 No torch here: the models live in ``tessera.plugins.sam``.
@@ -17,9 +17,9 @@ from tessera.pipelines.prompting.cache import (
     EmbeddingMismatch,
     EmbeddingStore,
 )
-from tessera.pipelines.prompting.polygons import Polygon, mask_to_polygons, polygons_to_geojson
+from tessera.pipelines.prompting.polygons import Polygon, mask_to_polygons
 from tessera.pipelines.prompting.regions import LevelMask, LevelWindow, read_window, tile_windows
-from tessera.pipelines.prompting.runtime import Embedding, OrtGraph, Prediction, SamRuntime
+from tessera.pipelines.prompting.runtime import Embedding, Prediction, SamRuntime
 from tessera.pipelines.prompting.session import PromptResult, PromptSession, as_source
 from tessera.pipelines.prompting.transforms import InputTransform, preprocess, to_rgb_uint8
 
@@ -32,7 +32,6 @@ __all__ = [
     "InputTransform",
     "LevelMask",
     "LevelWindow",
-    "OrtGraph",
     "Polygon",
     "Prediction",
     "PromptResult",
@@ -40,7 +39,6 @@ __all__ = [
     "SamRuntime",
     "as_source",
     "mask_to_polygons",
-    "polygons_to_geojson",
     "preprocess",
     "read_window",
     "tile_windows",

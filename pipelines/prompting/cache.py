@@ -49,15 +49,6 @@ def tessera_version() -> str:
         return "0.0.0+unknown"
 
 
-def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_identity(path: Path) -> str:
     """``resolved path|size|mtime_ns`` of a file or folder: changes when it is rewritten."""
     p = Path(path).resolve()

@@ -9,9 +9,14 @@ from tessera.pipelines.errors import PluginError
 from tessera.pipelines.prompting.runtime import SamRuntime
 
 
-def runtime_from_plugin(plugin: Any = "sam", *, variant: str | None = None, threads: int | None = None) -> SamRuntime:
+def runtime_from_plugin(
+    plugin: Any = "sam", *, variant: str | None = None, device: str = "cpu", threads: int | None = None
+) -> SamRuntime:
     """``plugin``: an id, a path or a Plugin. ``variant``: a ``size_variant`` of the
-    manifest's files (default ``params.default_variant``)."""
+    manifest's files (default ``params.default_variant``). Engines come from
+    ``create_engine`` (one per process per plugin, role, variant and device)."""
+    from tessera.pipelines.engines import create_engine
+
     if isinstance(plugin, str) or not hasattr(plugin, "manifest"):
         from tessera.pipelines.plugin_system import get_plugin
 
@@ -23,12 +28,13 @@ def runtime_from_plugin(plugin: Any = "sam", *, variant: str | None = None, thre
     params = manifest.params
     variant = variant or params.get("default_variant", "demo")
     settings = params.get("variants", {}).get(variant, {})
-    enc = manifest.file("encoder", "onnx", variant)
-    return SamRuntime.from_onnx(
-        plugin.file_path("encoder", "onnx", variant),
-        plugin.file_path("decoder", "onnx", variant),
+    enc_file = manifest.file("encoder", "onnx", variant)
+    encoder = create_engine(plugin, role="encoder", size_variant=variant, device=device, threads=threads)
+    decoder = create_engine(plugin, role="decoder", size_variant=variant, device=device, threads=threads)
+    return SamRuntime.from_engines(
+        encoder,
+        decoder,
         preprocessing=settings.get("preprocessing", "sam"),
         box_only=bool(settings.get("box_only", False)),
-        threads=threads,
-        model_id=enc.sha256,
+        model_id=enc_file.sha256,
     )

@@ -1,10 +1,13 @@
-"""Binary masks -> exact pixel-edge polygons and GeoJSON.
+"""Binary masks -> exact pixel-edge polygons.
 
 Why by hand: the core dependencies have no exact raster-to-vector tracer (scikit-image's
 ``find_contours`` runs marching squares through pixel *centres* and cuts corners;
 rasterio/shapely/OpenCV are not dependencies). Tracing along pixel *edges* gives rings
 whose area is exactly the pixel count and which rasterise back to the same mask, which is
-what "masks map back to level-0 coordinates exactly" needs.
+what "masks map back to level-0 coordinates exactly" needs. (``runners.regions`` reaches
+the same rings by snapping marching squares on a 2x-upsampled mask; this direct edge walk
+is about ten times faster on a 2000 x 2000 mask, which matters for interactive commits.)
+GeoJSON is written with ``tessera.pipelines.writers.geojson`` (QuPath's layout).
 
 Conventions: vertices are (x, y) in pixel-edge coordinates (pixel (row i, column j)
 covers [j, j+1) x [i, i+1)). Rings are closed (first vertex repeated last). Foreground is
@@ -134,20 +137,3 @@ def mask_to_polygons(mask: np.ndarray, *, min_area_px: float = 0) -> list[Polygo
             polys.append(poly)
     polys.sort(key=lambda p: -p.area)
     return polys
-
-
-def polygons_to_geojson(polygons: Sequence[Polygon], *, properties: dict | None = None) -> dict:
-    """A GeoJSON FeatureCollection with one Polygon feature per polygon (QuPath reads
-    ``objectType`` and ``classification``)."""
-    props = {"objectType": "annotation", **(properties or {})}
-    features = []
-    for p in polygons:
-        rings = [p.exterior, *p.holes]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [r.round(6).tolist() for r in rings]},
-                "properties": dict(props),
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.pipelines.prompting.polygons import Polygon, mask_to_polygons, polygons_to_geojson
+from tessera.pipelines.prompting.polygons import Polygon, mask_to_polygons
 from tessera.pipelines.sources.base import Source
 
 
@@ -238,8 +238,18 @@ class LevelMask:
         (oy, ox), (dy, dx) = self.window.lvl_yx, self.window.downsample_yx
         return [p.transformed((ox, oy), (dx, dy)) for p in mask_to_polygons(self.mask, min_area_px=min_area_px)]
 
-    def to_geojson(self, properties: dict | None = None) -> dict:
-        return polygons_to_geojson(self.polygons_l0(), properties=properties)
+    def to_features(
+        self, *, class_name: str | None = None, colour: str | None = None,
+        measurements: dict[str, float] | None = None, name: str | None = None,
+    ) -> list[dict]:
+        """QuPath annotation features (one per connected part), level-0 coordinates."""
+        from tessera.pipelines.writers.geojson import qupath_feature
+
+        return [
+            qupath_feature([p.exterior.tolist(), *(h.tolist() for h in p.holes)], object_type="annotation",
+                           class_name=class_name, colour=colour, measurements=measurements, name=name)
+            for p in self.polygons_l0()
+        ]
 
     def rasterize_l0(self, l0_yx: Sequence[int], l0_hw: Sequence[int]) -> np.ndarray:
         """The mask on a level-0 grid (``l0_hw`` pixels from ``l0_yx``): a level-0 pixel

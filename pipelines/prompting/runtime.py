@@ -12,13 +12,12 @@ corners (labels 2 and 3). The decoder picks, as the official export does, the
 single-mask output when there are more than two prompt tokens and otherwise the best of
 the three multimask outputs.
 
-Thread safety: ``encode`` and ``predict`` keep no state between calls; ONNX Runtime
-sessions may be run from several threads at once.
+Thread safety: ``encode`` and ``predict`` keep no state between calls; the engines
+(``tessera.pipelines.engines``) may be run from several threads at once.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ from tessera.pipelines.prompting.transforms import (
     to_rgb_uint8,
 )
 
-log = logging.getLogger(__name__)
-
 
 class Graph(Protocol):
     """The part of an inference engine the runtime uses."""
@@ -47,45 +44,6 @@ class Graph(Protocol):
     output_names: list[str]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-class OrtGraph:
-    """One ONNX Runtime session with explicit providers (logged: a silent fallback to
-    the CPU is a known pitfall). ``run`` may be called from several threads at once."""
-
-    def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - core dependency
-            msg = "ONNX Runtime is not installed; `pip install onnxruntime`"
-            raise EngineError(msg, path=path) from exc
-        self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.inter_op_num_threads = 1
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        wanted = providers or ["CPUExecutionProvider"]
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
-        except Exception as exc:
-            msg = f"ONNX Runtime cannot load the graph ({str(exc).splitlines()[0][:200]})"
-            raise EngineError(msg, path=self.path) from exc
-        self.providers = list(self._session.get_providers())
-        if wanted[0] not in self.providers:
-            log.warning("%s: asked for %s, running on %s", self.path.name, wanted, self.providers)
-        self.input_names = [i.name for i in self._session.get_inputs()]
-        self.output_names = [o.name for o in self._session.get_outputs()]
-        self.input_shapes = {i.name: list(i.shape) for i in self._session.get_inputs()}
-        self.description = f"onnxruntime {ort.__version__} {self.providers}"
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            out = self._session.run(self.output_names, inputs)
-        except Exception as exc:
-            msg = f"ONNX Runtime failed ({str(exc).splitlines()[0][:300]})"
-            raise EngineError(msg, path=self.path) from exc
-        return dict(zip(self.output_names, out, strict=True))
 
 
 @dataclass(frozen=True)
@@ -143,24 +101,42 @@ class SamRuntime:
         decoder_path: Path,
         *,
         preprocessing: Preprocessing = "sam",
-        providers: list[str] | None = None,
+        device: str = "cpu",
         threads: int | None = None,
         box_only: bool = False,
         model_id: str | None = None,
     ) -> SamRuntime:
-        """Open two graph files; the input size is read from the encoder's input shape.
-        ``model_id`` (default: the encoder file's sha256) keys cached embeddings."""
-        from tessera.pipelines.prompting.cache import file_sha256
+        """Open two graph files (ONNX Runtime on ``device``, files safety-checked by the
+        engine); the input size is read from the encoder's input shape. ``model_id``
+        (default: the encoder file's sha256) keys cached embeddings."""
+        from tessera.pipelines.engines.ort_engine import OnnxEngine
+        from tessera.pipelines.plugin_system.integrity import sha256_file
 
-        enc = OrtGraph(Path(encoder_path), providers=providers, threads=threads)
-        dec = OrtGraph(Path(decoder_path), providers=providers, threads=threads)
-        shape = enc.input_shapes.get("image") or next(iter(enc.input_shapes.values()))
+        enc = OnnxEngine(Path(encoder_path), device=device, threads=threads, label="SAM encoder")
+        dec = OnnxEngine(Path(decoder_path), device=device, threads=threads, label="SAM decoder")
+        return cls.from_engines(enc, dec, preprocessing=preprocessing, box_only=box_only,
+                                model_id=model_id or sha256_file(Path(encoder_path)))
+
+    @classmethod
+    def from_engines(
+        cls,
+        encoder: Any,
+        decoder: Any,
+        *,
+        preprocessing: Preprocessing = "sam",
+        box_only: bool = False,
+        model_id: str = "",
+    ) -> SamRuntime:
+        """Two engines (``tessera.pipelines.engines``), the input size read from the
+        encoder's input spec."""
+        specs = {s["name"]: s["shape"] for s in getattr(encoder, "input_specs", [])}
+        shape = specs.get("image") or next(iter(specs.values()), [None])
         size = shape[-1]
         if not isinstance(size, int):
             msg = f"the encoder's input has no fixed size ({shape}); export it with a static shape"
-            raise EngineError(msg, path=encoder_path)
-        return cls(enc, dec, input_size=size, preprocessing=preprocessing,
-                   model_id=model_id or file_sha256(Path(encoder_path)), box_only=box_only)
+            raise EngineError(msg, path=getattr(encoder, "path", None))
+        return cls(encoder, decoder, input_size=size, preprocessing=preprocessing, model_id=model_id,
+                   box_only=box_only)
 
     # ---- the two steps -----------------------------------------------------------------
     def encode(self, image: np.ndarray, *, value_window: tuple[float, float] | None = None) -> Embedding:

@@ -60,9 +60,13 @@ class PromptResult:
     def polygons_l0(self) -> list:
         return self.mask.polygons_l0()
 
-    def to_geojson(self, properties: dict | None = None) -> dict:
-        props = {"score": round(self.score, 4), "level": self.mask.window.level, **(properties or {})}
-        return self.mask.to_geojson(props)
+    def to_features(self, *, class_name: str | None = "SAM", colour: str | None = "#ffd400") -> list[dict]:
+        """QuPath annotations with the score and the level as measurements."""
+        return self.mask.to_features(
+            class_name=class_name, colour=colour,
+            measurements={"sam_score": self.score, "level": float(self.mask.window.level),
+                          "area_l0_px": self.mask.area_l0_px},
+        )
 
 
 @dataclass

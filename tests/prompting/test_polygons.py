@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.path import Path as MplPath
 
-from tessera.pipelines.prompting.polygons import mask_to_polygons, polygons_to_geojson, ring_area
+from tessera.pipelines.prompting.polygons import mask_to_polygons, ring_area
 
 
 def rasterise(polys, shape):
@@ -53,15 +53,3 @@ def test_random_masks_round_trip_exactly():
         polys = mask_to_polygons(m)
         assert sum(p.area for p in polys) == m.sum()
         assert np.array_equal(rasterise(polys, m.shape), m)
-
-
-def test_geojson_features():
-    m = np.zeros((5, 5), bool)
-    m[1:3, 1:4] = True
-    gj = polygons_to_geojson(mask_to_polygons(m), properties={"classification": {"name": "cell"}})
-    assert gj["type"] == "FeatureCollection"
-    (f,) = gj["features"]
-    assert f["geometry"]["type"] == "Polygon"
-    ring = f["geometry"]["coordinates"][0]
-    assert ring[0] == ring[-1] and len(ring) == 5
-    assert f["properties"] == {"objectType": "annotation", "classification": {"name": "cell"}}

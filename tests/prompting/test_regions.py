@@ -151,3 +151,17 @@ def test_volume_slice_and_channel_reading():
     cyx = np.stack([vol[0], vol[1] * 2])
     src2 = Source(path="<cyx>", format="test", reader="memory", levels=[da.from_array(cyx)], axes="CYX")
     assert np.array_equal(read_window(src2, w, channel=1), cyx[1, 3:13, 5:17])
+
+
+def test_qupath_features_in_level0():
+    win = LevelWindow(1, (10, 20), (5, 5), (2.0, 4.0))
+    m = np.zeros((5, 5), bool)
+    m[1:3, 1:4] = True
+    (f,) = LevelMask(m, win).to_features(class_name="nucleus", colour="#00ff00", measurements={"score": 0.9})
+    ring = f["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]
+    xs, ys = {p[0] for p in ring}, {p[1] for p in ring}
+    assert xs == {84.0, 96.0} and ys == {22.0, 26.0}  # (20 + 1..4) * 4, (10 + 1..3) * 2
+    assert f["properties"]["objectType"] == "annotation"
+    assert f["properties"]["classification"]["name"] == "nucleus"
+    assert f["properties"]["measurements"] == {"score": 0.9}
