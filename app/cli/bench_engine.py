@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
@@ -38,7 +39,8 @@ def bench_engine_command(
     table.add_row("onnxruntime", f"{result.onnx_median_s:.4f}", f"{result.onnx_items_per_s:.1f}")
     table.add_row("torch", f"{result.torch_median_s:.4f}", f"{result.torch_items_per_s:.1f}")
     console.print(f"{plugin.id} ({role}), batch {result.batch}, {result.threads} threads, "
-                  f"{result.repeats} rounds", highlight=False, markup=False)
+                  f"{result.repeats} rounds; load average {result.load_avg_1min:.1f} on "
+                  f"{os.cpu_count()} CPUs", highlight=False, markup=False)
     console.print(table)
     for label, desc in (("onnxruntime", result.onnx_description),
                         ("torch", result.torch_description)):

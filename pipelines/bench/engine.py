@@ -9,6 +9,7 @@ Threads: ONNX Runtime's intra-op pool and ``torch.set_num_threads`` get the same
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ class EngineBench:
     onnx_median_s: float
     torch_median_s: float
     max_abs_diff: float
+    load_avg_1min: float = float("nan")  # machine load when measured (other jobs skew both)
     onnx_times_s: list[float] = field(default_factory=list)
     torch_times_s: list[float] = field(default_factory=list)
 
@@ -119,5 +121,6 @@ def bench_engines(
         onnx_median_s=statistics.median(times["onnx"]),
         torch_median_s=statistics.median(times["torch"]),
         max_abs_diff=max(diffs, default=float("nan")),
+        load_avg_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
         onnx_times_s=times["onnx"], torch_times_s=times["torch"],
     )
