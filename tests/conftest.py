@@ -48,6 +48,18 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _note_missing(report)
 
 
+def _library_pool_threads() -> set[int | None]:
+    """Threads of process-wide pools that libraries keep on purpose (dask's default pool)."""
+    idents: set[int | None] = set()
+    threaded = sys.modules.get("dask.threaded")
+    if threaded is not None:
+        pools = [getattr(threaded, "default_pool", None)]
+        pools += list(getattr(threaded, "pools", {}).get(threading.current_thread(), {}).values())
+        for pool in pools:
+            idents.update(t.ident for t in getattr(pool, "_threads", ()))
+    return idents
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_threads(request: pytest.FixtureRequest):
     """Fail a test that leaves non-daemon threads running (they hang the process at exit)."""
@@ -55,8 +67,9 @@ def _no_leaked_threads(request: pytest.FixtureRequest):
     yield
     if request.node.get_closest_marker("gui"):
         return  # Qt owns its threads; GUI tests check their own workers
+    allowed = before | _library_pool_threads()
     leaked = [
-        t for t in threading.enumerate() if t.ident not in before and t.is_alive() and not t.daemon
+        t for t in threading.enumerate() if t.ident not in allowed and t.is_alive() and not t.daemon
     ]
     for t in leaked:
         t.join(timeout=5)
