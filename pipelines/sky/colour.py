@@ -16,6 +16,11 @@ import numpy as np
 #: Legacy Survey / DECaLS pixel scale, arcsec per pixel (also Galaxy10 DECaLS).
 DECALS_PXSCALE_ARCSEC = 0.262
 
+#: DECaLS-like 1-sigma sky noise per 0.262" pixel in nanomaggies, g, r, z (5-sigma point
+#: source depths g 24.0, r 23.4, z 22.5 in 1.3" seeing). Uncalibrated images are scaled
+#: to this noise so that the colour stretch treats them like the survey.
+DECALS_SKY_SIGMA_NMGY: tuple[float, float, float] = (0.0067, 0.0117, 0.027)
+
 #: Per-band weights (g, r, z) applied to flux in nanomaggies per 0.262" pixel; they make
 #: the three bands' sky noise about equal, as the Legacy Survey viewer's weights do.
 BAND_WEIGHTS_GRZ = (6.0, 3.4, 2.2)

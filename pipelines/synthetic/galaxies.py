@@ -48,7 +48,7 @@ import numpy as np
 from scipy import signal, special
 
 from tessera.pipelines.progress import NullProgress, ProgressReporter
-from tessera.pipelines.sky.colour import DECALS_PXSCALE_ARCSEC, grz_to_rgb
+from tessera.pipelines.sky.colour import DECALS_PXSCALE_ARCSEC, DECALS_SKY_SIGMA_NMGY, grz_to_rgb
 
 #: Galaxy10 DECaLS class names, in label order.
 GALAXY10_CLASSES: tuple[str, ...] = (
@@ -67,9 +67,8 @@ N_CLASSES = len(GALAXY10_CLASSES)
 BANDS: tuple[str, str, str] = ("g", "r", "z")
 ZEROPOINT_MAG = 22.5  # AB magnitude of 1 nanomaggy
 
-#: 1-sigma sky noise per native 0.262" pixel, nanomaggies (DECaLS-like 5-sigma point
-#: source depths g 24.0, r 23.4, z 22.5 for 1.3" seeing).
-SKY_SIGMA_NMGY: tuple[float, float, float] = (0.0067, 0.0117, 0.027)
+#: 1-sigma sky noise per native 0.262" pixel, nanomaggies.
+SKY_SIGMA_NMGY = DECALS_SKY_SIGMA_NMGY
 #: Shot-noise variance per nanomaggy of source flux in a pixel (nanomaggy units).
 SHOT_NOISE_NMGY = 1.0e-3
 #: Median seeing FWHM per band, arcsec (each image scales all three by one factor).
@@ -395,7 +394,8 @@ def _galaxy_components(rng: np.random.Generator, x: np.ndarray, y: np.ndarray,
         # bridge: a soft elongated glow between the two nuclei
         u, v = _rotated(x, y, 0.0, 0.0, ang)
         comps.append(_Component(_sersic(u, v, 0.5 * sep, 0.5, 0.2), 0.06, _DISC))
-        p.extra.update(separation_arcsec=sep, flux_ratio=ratio)
+        p.extra.update(separation_arcsec=sep, flux_ratio=ratio, nucleus_a_x=xa, nucleus_a_y=ya,
+                       nucleus_b_x=xb, nucleus_b_y=yb)
     elif c == 0:  # disturbed: lopsided clumpy disc
         lop = rng.uniform(0, 2 * math.pi)
         off = s * rng.uniform(0.15, 0.35)
@@ -814,6 +814,10 @@ def render_cutout(
     frac = (centre[0] - round(centre[0]), centre[1] - round(centre[1]))
     stamp = render_galaxy(rng, params, pxscale_arcsec=pxscale_arcsec, subpixel_xy=frac,
                           max_half_px=size_px)
+    if class_id == 1 and rng.random() < 0.5:
+        # a detection picks one nucleus of a pair: centre the cutout on it half the time
+        nuc = "a" if rng.random() < 0.5 else "b"
+        centre = centre - np.array([params.extra[f"nucleus_{nuc}_x"], params.extra[f"nucleus_{nuc}_y"]]) / pxscale_arcsec
     _place(image, _convolve_bands(stamp.flux, kernels), tuple(centre), stamp.centre_xy)
     if neighbours:
         fwhm_px = [f / pxscale_arcsec for f in fwhm_arcsec]
@@ -826,13 +830,21 @@ def render_cutout(
             pos = _away_from_centre(rng, size_px, params.scale_arcsec * 2.5 / pxscale_arcsec)
             nstamp = render_galaxy(rng, nb, pxscale_arcsec=pxscale_arcsec)
             _place(image, _convolve_bands(nstamp.flux, kernels), pos, nstamp.centre_xy)
+        if rng.random() < 0.3:  # a bright neighbour partly in the frame, as in crowded fields
+            nb = sample_galaxy(rng, int(rng.integers(0, N_CLASSES)))
+            gap = (2.0 * params.scale_arcsec + 1.5 * nb.scale_arcsec) / pxscale_arcsec
+            pos = _away_from_centre(rng, size_px, max(gap, 0.3 * size_px), r_max=0.65 * size_px)
+            nstamp = render_galaxy(rng, nb, pxscale_arcsec=pxscale_arcsec, max_half_px=size_px)
+            _place(image, _convolve_bands(nstamp.flux, kernels), pos, nstamp.centre_xy)
     _add_noise(rng, image, pxscale_arcsec)
     return image, params
 
 
-def _away_from_centre(rng: np.random.Generator, size_px: int, min_r_px: float) -> tuple[float, float]:
+def _away_from_centre(rng: np.random.Generator, size_px: int, min_r_px: float,
+                      r_max: float | None = None) -> tuple[float, float]:
     c = (size_px - 1) / 2
-    r = rng.uniform(min(min_r_px, 0.45 * size_px), 0.5 * size_px)
+    r_max = 0.5 * size_px if r_max is None else r_max
+    r = rng.uniform(min(min_r_px, 0.9 * r_max), r_max)
     a = rng.uniform(0, 2 * math.pi)
     return (c + r * math.cos(a), c + r * math.sin(a))
 
