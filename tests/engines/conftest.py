@@ -23,31 +23,10 @@ def _load_install() -> ModuleType:
 
 acme = _load_install()
 
-
-@pytest.fixture(scope="session")
-def verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tessera-cache")
-
-
-@pytest.fixture(autouse=True)
-def _isolated_user_dirs(tmp_path: Path, verdict_cache: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TESSERA_PLUGIN_DIR", str(tmp_path / "user-plugins"))
-    monkeypatch.setenv("TESSERA_CACHE_DIR", str(verdict_cache))
-    yield
-    from tessera.pipelines.engines import clear_engine_cache
-
-    clear_engine_cache()
-
-
-@pytest.fixture
-def make_acme_folder(tmp_path: Path):
-    """Factory: a fresh ACME plugin folder (ONNX only, built without torch)."""
-    counter = iter(range(1000))
-
-    def make(name: str | None = None, **kwargs) -> Path:
-        return acme.build_plugin_folder(tmp_path / (name or f"acme{next(counter)}"), **kwargs)
-
-    return make
+# Shared fixtures (autouse: isolated_user_dirs keeps tests out of the real home).
+verdict_cache = acme.verdict_cache
+isolated_user_dirs = acme.isolated_user_dirs
+make_acme_folder = acme.make_acme_folder
 
 
 TINY_MODEL = '''

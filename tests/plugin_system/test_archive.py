@@ -35,6 +35,7 @@ def _leftovers() -> list[str]:
 
 
 def test_zip_import_installs_the_plugin(make_acme_folder, tmp_path: Path) -> None:
+    assert user_plugin_dir().is_relative_to(tmp_path)  # the autouse isolation is active
     archive = _zip_folder(make_acme_folder(), tmp_path / "acme.zip")
     result = import_plugin(archive)
     assert result.plugin.root == user_plugin_dir() / "acme-tissue"
