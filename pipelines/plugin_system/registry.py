@@ -86,6 +86,19 @@ class Plugin:
     def __repr__(self) -> str:
         return f"Plugin({self.id!r}, {self.manifest.version}, {self.origin.kind}: {self.root})"
 
+    # Plugins travel to dask.distributed workers (pickled); engines do not: a worker calls
+    # create_engine(plugin) itself and gets its own per-process cached session.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        if self.origin.kind not in ("built-in", "entry-point"):
+            state["_package"] = None  # the private package name is per process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST_NAME

@@ -158,3 +158,14 @@ def test_zip_path_must_be_imported_first(tmp_path: Path) -> None:
     archive.write_bytes(b"PK\x05\x06" + b"\0" * 18)
     with pytest.raises(PluginError, match="imported first"):
         get_plugin(str(archive))
+
+
+def test_plugins_pickle_for_distributed_workers(make_acme_folder, acme_installed) -> None:
+    import pickle
+
+    for plugin in (get_plugin(str(make_acme_folder())), get_plugin("acme-tissue")):
+        plugin.processing()  # resolved once before pickling
+        copy = pickle.loads(pickle.dumps(plugin))
+        assert (copy.id, copy.root, copy.origin) == (plugin.id, plugin.root, plugin.origin)
+        assert copy.manifest == plugin.manifest
+        assert copy.processing().postprocess is not None
