@@ -13,6 +13,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from tessera.app.cli.console import err_console
 from tessera.pipelines.errors import TesseraError
@@ -34,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "tessera.app.cli.plugins",
     "tessera.app.cli.train",
     "tessera.app.cli.run",
+    "tessera.app.cli.screen",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except TesseraError as exc:
         if is_debug():
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted; finished outputs are kept, rerun to resume")

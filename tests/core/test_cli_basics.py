@@ -56,3 +56,16 @@ def test_cli_import_pulls_no_qt_or_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_error_message_keeps_square_brackets(capsys) -> None:
+    """Messages like "pip install 'tessera[train]'" must not lose their brackets to markup."""
+    from tessera.app.cli import main as cli_main
+    from tessera.pipelines.errors import MissingDependency
+
+    @cli_main.app.command("_raise_missing", hidden=True)
+    def _raise_missing() -> None:
+        raise MissingDependency("torch", "train", "training")
+
+    assert cli_main.main(["_raise_missing"]) == 1
+    assert "tessera[train]" in capsys.readouterr().err
