@@ -28,6 +28,7 @@ SYNTH_MODULES: list[str] = [
 BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_engine",
     "tessera.app.cli.bench_read",
+    "tessera.app.cli.bench_run",
 ]
 
 

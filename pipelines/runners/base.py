@@ -54,6 +54,8 @@ class RunOptions:
         workers: local worker threads/processes; None: the number of CPU cores.
         tiles_per_task: tiles each task reads and runs (a square block of the grid);
             None: 4 x the batch size.
+        engine_threads: ONNX Runtime intra-op threads per engine; None: cores / local
+            workers (see ``effective_engine_threads``).
         resume: keep finished chunks (and finished inputs) of an earlier run with the
             same inputs, model and settings; False starts afresh.
         tissue: how the tissue/foreground mask is made and used.
@@ -67,6 +69,7 @@ class RunOptions:
     scheduler: str | None = None
     workers: int | None = None
     tiles_per_task: int | None = None
+    engine_threads: int | None = None
     resume: bool = True
     tissue: TissueOptions = field(default_factory=TissueOptions)
     truth: Path | None = None
@@ -80,6 +83,20 @@ class RunOptions:
 
     def effective_workers(self) -> int:
         return int(self.workers or os.cpu_count() or 1)
+
+    def effective_engine_threads(self) -> int | None:
+        """ONNX Runtime threads per engine. Locally, cores / workers: each worker thread
+        (or LocalCluster process) runs its own model calls, so more would oversubscribe
+        the cores (measured: README "Batch throughput"). On a remote cluster, the
+        engine's default (its machine's physical cores) unless set."""
+        if self.engine_threads:
+            return int(self.engine_threads)
+        if self.scheduler in (None, "", "threads", "sync", "local-cluster"):
+            from tessera.pipelines.engines.devices import physical_cores
+
+            workers = 1 if self.scheduler == "sync" else self.effective_workers()
+            return max(1, physical_cores() // workers)
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -192,9 +209,10 @@ class PluginPredictor:
     engine: str = "onnx"
     device: str = "cpu"
     role: str = "model"
+    threads: int | None = None  # ONNX Runtime intra-op threads; None: the engine's default
 
     def _loaded(self) -> tuple[Any, Callable, Callable, Any]:
-        key = (self.plugin_ref, self.task, self.engine, self.device, self.role)
+        key = (self.plugin_ref, self.task, self.engine, self.device, self.role, self.threads)
         with _PREDICTORS_LOCK:
             hit = _PREDICTORS.get(key)
             if hit is None:
@@ -202,7 +220,8 @@ class PluginPredictor:
                 from tessera.pipelines.plugin_system import get_plugin
 
                 plugin = get_plugin(self.plugin_ref)
-                engine = create_engine(plugin, engine=self.engine, device=self.device, role=self.role)
+                kw = {"threads": self.threads} if self.threads and self.engine == "onnx" else {}
+                engine = create_engine(plugin, engine=self.engine, device=self.device, role=self.role, **kw)
                 pre, post = processing_hooks(plugin, self.task)
                 hit = (plugin.manifest, pre, post, engine)
                 _PREDICTORS[key] = hit

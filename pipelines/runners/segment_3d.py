@@ -64,7 +64,8 @@ def run(input_path: Path, plugin: Any, out_dir: Path, *, options: RunOptions,
             return segment_volume(source, None, Path(out_dir), model=model, options=options, progress=progress,
                                   cancel=cancel, identity=identity,
                                   predict_volume=lambda src: hook(src, plugin, options, progress, cancel))
-        predictor = PluginPredictor(plugin_ref(plugin), model.task, options.engine, options.device)
+        predictor = PluginPredictor(plugin_ref(plugin), model.task, options.engine, options.device,
+                                threads=options.engine_threads)  # one caller: all cores
         description = predictor.description
         return segment_volume(source, lambda x: predictor(x[:, 0]), Path(out_dir), model=model, options=options,
                               progress=progress, cancel=cancel, identity=identity, engine_description=description)

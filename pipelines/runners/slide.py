@@ -103,7 +103,7 @@ def run_slide(
     result.tissue.save(out_dir / "tissue_mask.png")
     ctx = SlideContext(
         source=source, out_dir=out_dir, model=model, result=result,
-        thumbnail=thumbnail_yxc(source, PREVIEW_PX), mpp_yx=source_mpp_yx(source),
+        thumbnail=thumbnail_yxc(source, PREVIEW_PX, PREVIEW_PX // 2), mpp_yx=source_mpp_yx(source),
     )
     part = write_outputs(ctx)
     grid = result.grid

@@ -54,7 +54,8 @@ def run(input_path: Path, plugin: Any, out_dir: Path, *, options: RunOptions,
     import tessera
 
     model = ModelInfo.from_manifest(plugin.manifest)
-    predictor = PluginPredictor(plugin_ref(plugin), model.task, options.engine, options.device)
+    predictor = PluginPredictor(plugin_ref(plugin), model.task, options.engine, options.device,
+                                threads=options.effective_engine_threads())
     description = predictor.description  # loads the engine now: a bad model fails before any tile
     with tessera.open(input_path) as source:
         return classify_slide(

@@ -74,7 +74,12 @@ class TiledResult:
 
 def plan_grid(source: Source, spec: TiledSpec, options: RunOptions) -> tuple[TissueMask, TileGrid]:
     """Tissue mask and tile grid for ``source`` (cheap: reads only a thumbnail)."""
-    tissue = detect_tissue(source, options.tissue)
+    from tessera.pipelines.tiling.grid import source_mpp_yx
+
+    mpp = source_mpp_yx(source)
+    ds = 1.0 if mpp is None or spec.target_mpp is None else spec.target_mpp / max(mpp)
+    stride = max(1.0, min(spec.tile_px) * (1.0 - spec.overlap))
+    tissue = detect_tissue(source, options.tissue, cell_l0_px=stride * ds)
     grid = make_tile_grid(
         source,
         tile_px=spec.tile_px,

@@ -49,7 +49,8 @@ class TissueOptions:
 
     Attributes:
         method: feature to threshold (see module docstring).
-        thumbnail_px: long side of the thumbnail the mask is computed on, pixels.
+        thumbnail_px: the most pixels on the long side of the thumbnail the mask is
+            computed on (fewer when the tiles are large, see ``mask_size_px``).
         threshold: fixed threshold on the 0..1 feature instead of Otsu.
         min_tile_fraction: a tile is processed when at least this fraction of its own
             area (its stride cell) is foreground.
@@ -151,19 +152,22 @@ class TissueMask:
         )
 
 
-def thumbnail_yxc(source: Source, max_size_px: int) -> np.ndarray:
+def thumbnail_yxc(source: Source, max_size_px: int, min_size_px: int | None = None) -> np.ndarray:
     """A small (Y, X, C) image of the source (C of 1 for grey; the middle Z for volumes).
 
-    Reads the coarsest level at least ``max_size_px`` on its long side, decimated, as
-    ``Source.thumbnail`` does, but on a thread pool owned by this call (never dask's
-    process-wide default pool, which would outlive the call).
+    Reads the coarsest level at least ``min_size_px`` (default ``max_size_px``) on its
+    long side, decimated to at most ``max_size_px``, as ``Source.thumbnail`` does, but on
+    a thread pool owned by this call (never dask's process-wide default pool, which
+    would outlive the call). A lower ``min_size_px`` avoids decoding a level 16x larger
+    than needed when the pyramid steps by 4.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    min_size_px = min_size_px or max_size_px
     chosen = len(source.levels) - 1
     for i in range(len(source.levels) - 1, -1, -1):
         chosen = i
-        if max(source.spatial_shape(i)[-2:]) >= max_size_px:
+        if max(source.spatial_shape(i)[-2:]) >= min_size_px:
             break
     arr = source.levels[chosen]
     axes = source.axes
@@ -261,16 +265,35 @@ def mask_from_image(img_yxc: np.ndarray, options: TissueOptions) -> tuple[np.nda
     return mask, method, threshold
 
 
-def detect_tissue(source: Source, options: TissueOptions | None = None) -> TissueMask:
-    """Compute the tissue/foreground mask of a 2D source from its thumbnail."""
+MIN_MASK_PX = 512
+
+
+def mask_size_px(l0_long_px: int, cell_l0_px: float | None, thumbnail_px: int) -> int:
+    """Long side of the mask: 8 mask pixels per tile cell are plenty, and anything finer
+    only makes the thumbnail read decode more of the slide; at least ``MIN_MASK_PX`` (a
+    readable saved mask), at most ``thumbnail_px``."""
+    if cell_l0_px is None or cell_l0_px <= 0:
+        return thumbnail_px
+    wanted = math.ceil(l0_long_px / (cell_l0_px / 8))
+    return int(min(max(wanted, MIN_MASK_PX), thumbnail_px))
+
+
+def detect_tissue(source: Source, options: TissueOptions | None = None, *,
+                  cell_l0_px: float | None = None) -> TissueMask:
+    """Compute the tissue/foreground mask of a 2D source from its thumbnail.
+
+    ``cell_l0_px``: the level-0 size of the tiles the mask will select, which sets how
+    fine the mask needs to be (and so which pyramid level the thumbnail comes from).
+    """
     options = options or TissueOptions()
     l0_h, l0_w = source.spatial_shape(0)[-2:]
+    size_px = mask_size_px(max(l0_h, l0_w), cell_l0_px, options.thumbnail_px)
     if options.method == "none":
         # No pixels need reading: one mask pixel per (up to) thumbnail_px-th of the slide.
-        step = max(1.0, max(l0_h, l0_w) / options.thumbnail_px)
+        step = max(1.0, max(l0_h, l0_w) / size_px)
         shape = (max(1, math.ceil(l0_h / step)), max(1, math.ceil(l0_w / step)))
         return TissueMask(np.ones(shape, dtype=bool), (l0_h / shape[0], l0_w / shape[1]), "none", None)
-    thumb = thumbnail_yxc(source, options.thumbnail_px)
+    thumb = thumbnail_yxc(source, size_px)
     mask, method, threshold = mask_from_image(thumb, options)
     scale = (l0_h / mask.shape[0], l0_w / mask.shape[1])
     return TissueMask(mask=mask, l0_per_px_yx=scale, method=method, threshold=threshold)

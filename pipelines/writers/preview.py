@@ -59,4 +59,4 @@ def write_preview(path: Path, thumbnail_yxc: np.ndarray, overlay_rgba: np.ndarra
         )
         base = Image.alpha_composite(base, over)
     with atomic_path(Path(path)) as tmp:
-        base.convert("RGB").save(tmp, format="PNG", optimize=True)
+        base.convert("RGB").save(tmp, format="PNG", compress_level=3)  # optimize=True costs seconds
