@@ -76,6 +76,8 @@ def run(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Tiles per model call (default: the plugin's)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Local worker threads/processes (default: CPU cores)."),
     tiles_per_task: int | None = typer.Option(None, "--tiles-per-task", min=1, help="Tiles per dask task (default: 4x batch)."),
+    engine_threads: int | None = typer.Option(None, "--engine-threads", min=1,
+                                              help="ONNX Runtime threads per engine (default: cores / workers)."),
     tissue: str = typer.Option("auto", "--tissue", help="Tissue mask: auto, saturation, brightfield, fluorescence, none."),
     tissue_threshold: float | None = typer.Option(None, "--tissue-threshold", help="Fixed 0..1 threshold instead of Otsu."),
     min_tissue: float = typer.Option(0.1, "--min-tissue", min=0.0, max=1.0, help="Least tissue fraction of a tile that is run."),
@@ -108,7 +110,7 @@ def run(
     options = RunOptions(
         engine=engine,  # type: ignore[arg-type]
         device=device, batch_size=batch_size, scheduler=scheduler, workers=workers,
-        tiles_per_task=tiles_per_task, resume=resume,
+        tiles_per_task=tiles_per_task, engine_threads=engine_threads, resume=resume,
         tissue=TissueOptions(method=tissue, threshold=tissue_threshold, min_tile_fraction=min_tissue),  # type: ignore[arg-type]
         truth=truth, extra=extra,
     )

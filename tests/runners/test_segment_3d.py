@@ -119,3 +119,26 @@ def test_cancelled_volume_resumes_from_its_finished_planes(volume, synth, plugin
     b = np.asarray(nib.load(tmp_path / "b" / "labels.nii.gz").dataobj)
     assert np.array_equal(a, b)
     assert fresh["resumed_planes"] == 0
+
+
+def test_predict_volume_hook_drives_multi_stage_plugins(volume, test_plugins, tmp_path):
+    """A plugin whose processing module defines predict_volume is run through it; the
+    runner still writes the NIfTI/OME-Zarr labels, volumes and summary."""
+    folder = test_plugins.make_plugin(tmp_path / "hooked", "segment-3d", plugin_id="test-hooked-3d")
+    (folder / "__init__.py").write_text("")
+    (folder / "processing.py").write_text(
+        "import numpy as np\n\n"
+        "def predict_volume(source, plugin, options, progress, cancel):\n"
+        "    hu = np.asarray(source.levels[0].compute(scheduler='sync'))\n"
+        "    return {'labels': np.where(hu > 0, 2, np.where(hu > -600, 1, 0)).astype(np.uint8)}\n"
+    )
+    with open(folder / "manifest.toml", "a") as fh:
+        fh.write('\n[hooks]\nprocessing = ".processing"\n')
+    nib.save(nib.Nifti1Image(volume.hu.transpose(2, 1, 0), AFFINE_XYZ), tmp_path / "ct.nii.gz")
+    summary = runner_for("segment-3d")(tmp_path / "ct.nii.gz", get_plugin(folder), tmp_path / "out",
+                                       options=RunOptions(), progress=RecordingProgress(), cancel=threading.Event())
+    labels = np.asarray(nib.load(tmp_path / "out" / "labels.nii.gz").dataobj).transpose(2, 1, 0)
+    expected = np.where(volume.hu > 0, 2, np.where(volume.hu > -600, 1, 0))
+    assert np.array_equal(labels, expected)
+    assert summary["engine"] == "predict_volume hook"
+    assert summary["labels"]["dense"]["volume_ml"] == pytest.approx((expected == 2).sum() * 2.0 / 1000)
