@@ -175,16 +175,16 @@ class StainModel:
 
     @classmethod
     def sample(cls, seed: int) -> StainModel:
-        """A per-patient/slide stain: vectors tilted a few degrees, strength +-25%."""
+        """A per-patient/slide stain: vectors tilted a few degrees, strength -35..+35%."""
         rng = np.random.default_rng(sub_seed(seed, "stain"))
-        h = np.asarray(HAEMATOXYLIN_OD) + rng.normal(0, 0.045, 3)
-        e = np.asarray(EOSIN_OD) + rng.normal(0, 0.045, 3)
+        h = np.asarray(HAEMATOXYLIN_OD) + rng.normal(0, 0.055, 3)
+        e = np.asarray(EOSIN_OD) + rng.normal(0, 0.055, 3)
         bg = 241.0 + rng.uniform(-5, 5) + rng.normal(0, 1.5, 3)
         return cls(
             h_od=_unit(np.clip(h, 0.05, None)),
             e_od=_unit(np.clip(e, 0.05, None)),
-            h_gain=float(rng.uniform(0.78, 1.22)),
-            e_gain=float(rng.uniform(0.72, 1.28)),
+            h_gain=float(rng.uniform(0.75, 1.3)),
+            e_gain=float(rng.uniform(0.65, 1.35)),
             background_rgb=(
                 float(np.clip(bg[0], 228, 252)),
                 float(np.clip(bg[1], 228, 252)),
