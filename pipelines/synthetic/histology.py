@@ -50,6 +50,7 @@ EDGE_UM = 0.45
 #: Fine lattice step (µm) for glands, fibres, fat membranes; coarse one for shapes.
 FINE_STEP_UM = 2.0
 COARSE_STEP_UM = 16.0
+FAT_STEP_UM = 1.0  # adipocyte walls (~2 µm thick) need a finer lattice
 #: Render blocks are about this many pixels a side (bounded temporary memory).
 BLOCK_PX = 1024
 
@@ -1303,6 +1304,21 @@ class HistologyScene:
                 for key in set(per_arch[0]) | set(per_arch[1])
             }
 
+        # adipocyte walls are thin: sample their field on a finer lattice than the others
+        f_fat = max(1, round(FAT_STEP_UM / mpp))
+        fine: dict[str, tuple[np.ndarray, int]] = {}
+        if "fat" in fields and f1 > f_fat and f1 % f_fat == 0 and np.max(fields["fat"]) > -1.0:
+            yf = ((by + np.arange(bh // f_fat + 1) * f_fat + 0.5) * mpp)[:, None]
+            xf = ((bx + np.arange(bw // f_fat + 1) * f_fat + 0.5) * mpp)[None, :]
+            wf = Where(yf, xf, coarse=f2 // f_fat)
+            parts = [archs[i].fat.fields(wf, self.seed).get("fat", -_BIG)  # type: ignore[union-attr]
+                     if archs[i].fat is not None else -_BIG for i in (0, 1)]
+            if sel is None:
+                fat_f = parts[arch_ids[0]]
+            else:
+                fat_f = np.where(upsample(tum, f1 // f_fat, True) > 0, parts[1], parts[0])
+            fine["fat"] = (np.broadcast_to(fat_f, (yf.shape[0], xf.shape[1])).astype(F32), f_fat)
+
         def px(value: np.ndarray | float) -> np.ndarray | float:
             return upsample(value, f1, False)
 
@@ -1319,7 +1335,11 @@ class HistologyScene:
         def mask(key: str) -> np.ndarray | None:
             if key not in fields or np.max(fields[key]) <= -ramp_um:
                 return None
-            m = px(fields[key] * inv_ramp + F32(0.5))
+            if key in fine:
+                value, f = fine[key]
+                m = upsample(value * inv_ramp + F32(0.5), f, False)
+            else:
+                m = px(fields[key] * inv_ramp + F32(0.5))
             return np.clip(m, 0, 1, out=m)
 
         # stroma: eosin in wavy fibre bundles, with pale clefts between some of them
