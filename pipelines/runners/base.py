@@ -153,23 +153,35 @@ _SOURCES_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class SourceRef:
-    """How a worker process gets the input Source: reopen a file, or carry an in-memory one."""
+    """How a worker gets the input Source.
+
+    In this process it is the live Source itself (no reopening, handles closed with
+    it). Pickled for another process, a file-backed Source travels as its path and
+    reader name, reopened there once per process; an in-memory Source (reader
+    "memory", arrays built in Python) travels whole.
+    """
 
     path: str
     reader: str | None = None
-    memory: Source | None = None
+    live: Source | None = None
 
     @classmethod
     def of(cls, source: Source) -> SourceRef:
-        """A reference for ``source``; in-memory sources (reader "memory") travel whole."""
-        if source.reader == "memory" or not Path(source.path).exists():
-            return cls(path=str(source.path), reader=source.reader, memory=source)
-        return cls(path=str(Path(source.path).resolve()), reader=source.reader)
+        path = Path(source.path)
+        return cls(path=str(path.resolve()) if path.exists() else str(path), reader=source.reader, live=source)
+
+    @property
+    def travels_whole(self) -> bool:
+        """True when pickling carries the pixels (in-memory sources)."""
+        return self.live is not None and (self.reader == "memory" or not Path(self.path).exists())
+
+    def __reduce__(self):
+        return (SourceRef, (self.path, self.reader, self.live if self.travels_whole else None))
 
     def open(self) -> Source:
-        """The Source, opened once per process and kept (file handles are reused)."""
-        if self.memory is not None:
-            return self.memory
+        """The Source: the live one, or opened once per process and kept."""
+        if self.live is not None:
+            return self.live
         key = (self.path, self.reader)
         with _SOURCES_LOCK:
             src = _SOURCES.get(key)

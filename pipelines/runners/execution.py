@@ -114,7 +114,7 @@ def _run_distributed(client, func, jobs, shared, *, progress, cancel, weight, on
 
 
 def _is_bulky(value: Any) -> bool:
-    return getattr(value, "memory", None) is not None
+    return bool(getattr(value, "travels_whole", False))
 
 
 @contextlib.contextmanager

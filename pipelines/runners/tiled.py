@@ -11,6 +11,8 @@ Works with any predictor ``tiles [N, H, W, C] -> float32 [N, K]`` (tile-classify
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +91,13 @@ def plan_grid(source: Source, spec: TiledSpec, options: RunOptions) -> tuple[Tis
         min_tile_fraction=options.tissue.min_tile_fraction,
         tiles_per_task=options.effective_tiles_per_task(spec.batch_size),
     )
+    if options.tiles_per_task is None:
+        # Automatic task size: at least ~4 tasks per worker, so no worker idles through
+        # a long last task (a 10k slide has only ~250 tissue tiles), never below a batch.
+        want = max(spec.batch_size, grid.n_selected // (4 * options.effective_workers()))
+        side = max(1, round(math.sqrt(want)))
+        if side < grid.block_shape[0]:
+            grid = dataclasses.replace(grid, block_shape=(side, side))
     return tissue, grid
 
 
@@ -209,7 +218,24 @@ def process_block(
 
 
 def read_block_tiles(source: Source, grid: TileGrid, tile_rc: np.ndarray, *, fill: float) -> np.ndarray:
-    """Tiles (N, th, tw, C) for ``tile_rc``, cut from one read of their bounding window."""
+    """Tiles (N, th, tw, C) for ``tile_rc``, cut from one read of their bounding window
+    (neighbouring tiles share the file's tiles: each is decoded once), or, when the
+    tiles fill less than half of that window (a block at the tissue's edge), from one
+    read per grid row."""
+    r0, c0 = (int(v) for v in tile_rc.min(axis=0))
+    r1, c1 = (int(v) + 1 for v in tile_rc.max(axis=0))
+    if len(tile_rc) < 0.5 * (r1 - r0) * (c1 - c0) and r1 - r0 > 1:
+        rows = [tile_rc[tile_rc[:, 0] == r] for r in range(r0, r1)]
+        parts = [_read_window_tiles(source, grid, rc, fill=fill) for rc in rows if len(rc)]
+        order = np.concatenate([rc for rc in rows if len(rc)])
+        tiles = np.concatenate(parts)
+        # back to the caller's order
+        index = {(int(r), int(c)): k for k, (r, c) in enumerate(order)}
+        return tiles[[index[(int(r), int(c))] for r, c in tile_rc]]
+    return _read_window_tiles(source, grid, tile_rc, fill=fill)
+
+
+def _read_window_tiles(source: Source, grid: TileGrid, tile_rc: np.ndarray, *, fill: float) -> np.ndarray:
     r0, c0 = (int(v) for v in tile_rc.min(axis=0))
     r1, c1 = (int(v) + 1 for v in tile_rc.max(axis=0))
     sy, sx = grid.stride_px
