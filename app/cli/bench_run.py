@@ -14,11 +14,13 @@ from tessera.app.cli.console import console, err_console
 def bench_run(
     plugin: str | None = typer.Option(None, "--plugin", help="Plugin id or folder (default: breast-vit, else a "
                                       "random-weight timm ViT-Tiny built in the cache)."),
-    size: int = typer.Option(10_000, "--size", min=512, help="Side of the throughput slide, pixels."),
+    size: int = typer.Option(10_000, "--size", min=0, help="Side of the throughput slide, pixels (0: skip)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Cores used (default: all)."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Alternating repeats; medians are reported."),
     rss: str = typer.Option("10000,60000", "--rss", help="Slide sides for the peak-RSS runs ('' to skip)."),
+    rss_plugin: str | None = typer.Option(None, "--rss-plugin", help="Plugin for the peak-RSS runs "
+                                          "(default: the benchmarked one)."),
     schedulers: bool = typer.Option(True, "--schedulers/--no-schedulers",
                                     help="Also time tessera run on a LocalCluster."),
     cache: Path = typer.Option(Path("bench-cache"), "--cache", help="Where slides, the model and outputs go."),
@@ -26,10 +28,8 @@ def bench_run(
 ) -> None:
     """Throughput of tessera run against the model alone and a naive loop; peak memory."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from tessera.pipelines.bench.run import bench_run as run_bench
-    from tessera.pipelines.bench.run import format_table
 
     try:
         rss_sizes = tuple(int(v) for v in rss.split(",") if v.strip())
@@ -52,11 +52,25 @@ def bench_run(
     with Progress(console=err_console, disable=as_json) as progress:
         report = run_bench(cache=cache, plugin=plugin, size_px=size, batch_size=batch_size, threads=threads,
                            repeats=repeats, rss_sizes=rss_sizes, compare_schedulers=schedulers,
-                           progress=_Bar(progress))
+                           rss_plugin=rss_plugin, progress=_Bar(progress))
     (cache / "bench_run.json").write_text(json.dumps(report, indent=2))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    if "median_s" in report:
+        _print_throughput(report)
+    for side, v in report.get("peak_rss", {}).items():
+        console.print(f"peak RSS, {side}² slide ({v['tissue_tiles']} tissue tiles, {report['rss_plugin']}): "
+                      f"{v['peak_rss_mb']:.0f} MB in {v['seconds']:.0f} s")
+    if "peak_rss_spread" in report:
+        console.print(f"peak RSS spread: {100 * report['peak_rss_spread']:.1f}% (goal < 15%, and < 1.5 GB)")
+
+
+def _print_throughput(report: dict) -> None:
+    from rich.table import Table
+
+    from tessera.pipelines.bench.run import format_table
+
     slide = report["slide"]
     table = Table("way", "median s", "tiles/s", "vs model only",
                   title=f"{report['plugin']} on a {slide['size_px']}² slide: {slide['tissue_tiles']} tissue tiles, "
@@ -69,11 +83,6 @@ def bench_run(
                   f"end-to-end / naive = {r['end_to_end_vs_naive']:.2f} (goal >= 1.5)")
     if "threads_vs_local_cluster" in r:
         console.print(f"threads / LocalCluster = {r['threads_vs_local_cluster']:.2f}")
-    for side, v in report.get("peak_rss", {}).items():
-        console.print(f"peak RSS, {side}² slide ({v['tissue_tiles']} tissue tiles): {v['peak_rss_mb']:.0f} MB "
-                      f"in {v['seconds']:.0f} s")
-    if "peak_rss_spread" in report:
-        console.print(f"peak RSS spread: {100 * report['peak_rss_spread']:.1f}% (goal < 15%, and < 1.5 GB)")
 
 
 def register(group: typer.Typer) -> None:

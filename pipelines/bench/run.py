@@ -229,7 +229,7 @@ def naive(setup: Setup) -> float:
     batch: list[np.ndarray] = []
     for r, c in setup.tile_rc:
         y0, x0 = grid.window_l0_yx(int(r), int(c))
-        img = slide.read_region((int(round(x0)), int(round(y0))), grid.level, size).convert("RGB")
+        img = slide.read_region((round(float(x0)), round(float(y0))), grid.level, size).convert("RGB")
         if img.size != (tw, th):
             img = img.resize((tw, th), Image.Resampling.BILINEAR)
         batch.append(np.asarray(img))
@@ -263,16 +263,51 @@ def bench_run(
     repeats: int = 3,
     rss_sizes: tuple[int, ...] = (10_000, 60_000),
     compare_schedulers: bool = True,
+    rss_plugin: str | None = None,
     progress: ProgressReporter | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns a JSON-ready report (medians in seconds, ratios, RSS)."""
-    from tessera.pipelines.plugin_system import get_plugin
+    """Run the benchmark; returns a JSON-ready report (medians in seconds, ratios, RSS).
 
+    ``rss_plugin``: the plugin for the peak-RSS runs (default: the benchmarked one; a
+    light model keeps a 60k x 60k run short, the pipeline's memory is what is measured).
+    ``size_px`` 0 skips the throughput part.
+    """
     progress = progress or NullProgress()
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     threads = threads or os.cpu_count() or 1
     plug = _resolve_plugin(plugin, cache)
+    report: dict[str, Any] = {"plugin": plug}
+    if size_px:
+        report |= _throughput(plug, cache, size_px, batch_size, threads, repeats, compare_schedulers, progress,
+                              n_rss=len(rss_sizes))
+    else:
+        progress.start(len(rss_sizes), "bench run: peak RSS")
+    report["rss_plugin"] = rss_plugin or plug
+    rss = {}
+    for size in rss_sizes:
+        big = bench_slide(cache / f"bench_{size}.svs", size)
+        out = cache / f"rss-{size}"
+        cmd = [sys.executable, "-m", "tessera", "run", rss_plugin or plug, str(big), "--out", str(out), "--no-resume",
+               "--quiet", "--batch-size", str(batch_size)]
+        t0 = time.perf_counter()
+        rss[str(size)] = {"peak_rss_mb": round(peak_rss_bytes(cmd) / 2**20, 1),
+                          "seconds": round(time.perf_counter() - t0, 1),
+                          "tissue_tiles": _tiles_of(out / big.stem / "summary.json")}
+        progress.advance()
+    if rss:
+        peaks = [v["peak_rss_mb"] for v in rss.values()]
+        report["peak_rss"] = rss
+        report["peak_rss_spread"] = round(max(peaks) / min(peaks) - 1, 3)
+    progress.close()
+    return report
+
+
+def _throughput(plug: str, cache: Path, size_px: int, batch_size: int, threads: int, repeats: int,
+                compare_schedulers: bool, progress: ProgressReporter, *, n_rss: int) -> dict[str, Any]:
+    """The side-by-side part of the benchmark."""
+    from tessera.pipelines.plugin_system import get_plugin
+
     slide = bench_slide(cache / f"bench_{size_px}.svs", size_px)
     setup = Setup(slide=slide, plugin=get_plugin(plug), batch_size=batch_size, threads=threads)
     prepare(setup)
@@ -280,7 +315,7 @@ def bench_run(
     runs: dict[str, list[float]] = {"model_only": [], "end_to_end": [], "naive": []}
     if compare_schedulers:
         runs["end_to_end_local_cluster"] = []
-    progress.start(repeats * len(runs) + len(rss_sizes), "bench run")
+    progress.start(repeats * len(runs) + n_rss, "bench run")
     for _ in range(repeats):
         runs["model_only"].append(model_only(setup))
         progress.advance()
@@ -312,22 +347,6 @@ def bench_run(
     if compare_schedulers:
         report["ratios"]["threads_vs_local_cluster"] = round(
             rate["end_to_end"] / rate["end_to_end_local_cluster"], 3)
-    rss = {}
-    for size in rss_sizes:
-        big = bench_slide(cache / f"bench_{size}.svs", size)
-        out = cache / f"rss-{size}"
-        cmd = [sys.executable, "-m", "tessera", "run", plug, str(big), "--out", str(out), "--no-resume",
-               "--quiet", "--batch-size", str(batch_size)]
-        t0 = time.perf_counter()
-        rss[str(size)] = {"peak_rss_mb": round(peak_rss_bytes(cmd) / 2**20, 1),
-                          "seconds": round(time.perf_counter() - t0, 1),
-                          "tissue_tiles": _tiles_of(out / big.stem / "summary.json")}
-        progress.advance()
-    if rss:
-        peaks = [v["peak_rss_mb"] for v in rss.values()]
-        report["peak_rss"] = rss
-        report["peak_rss_spread"] = round(max(peaks) / min(peaks) - 1, 3)
-    progress.close()
     return report
 
 
