@@ -233,6 +233,8 @@ def build_model(size: str = "demo", role: str = "airway", **overrides) -> Tubule
     except KeyError:
         msg = f"unknown size/role {size!r}/{role!r}; sizes {list(SIZES)}, roles airway, artery-vein"
         raise ValueError(msg) from None
+    if "cube_zyx" in overrides:  # from TOML: a list
+        overrides["cube_zyx"] = tuple(int(v) for v in overrides["cube_zyx"])
     if overrides:
         config = NetConfig(**{**config.__dict__, **overrides})
     return TubuleUNet(config)
