@@ -29,6 +29,7 @@ BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_engine",
     "tessera.app.cli.bench_read",
     "tessera.app.cli.bench_run",
+    "tessera.app.cli.bench_volume",
 ]
 
 
