@@ -161,9 +161,9 @@ def _halo(width: float = 2.0):  # type: ignore[no-untyped-def]
     return [patheffects.withStroke(linewidth=width, foreground="white")]
 
 
-def num(x: float, digits: int = 2) -> str:
+def num(x: float, digits: int = 2, *, sign: bool = False) -> str:
     """A number with a true minus sign (U+2212), as typeset figures show it."""
-    return f"{x:.{digits}f}".replace("-", "\u2212")
+    return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", "\u2212")
 
 
 def support_label(name: str) -> str:
@@ -459,7 +459,7 @@ def scaling_figure(result) -> Figure:  # type: ignore[no-untyped-def]
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         ax.set_title(f"{formula(z)}", fontsize=9.5)
-        ax.text(0.04, 0.96, f"{f.a_co:.2f}·G$_{{CO}}$ {f.b_oh:+.2f}·G$_{{OH}}$ {f.c_ev:+.2f}\n"
+        ax.text(0.04, 0.96, f"{num(f.a_co)}·G$_{{CO}}$ {num(f.b_oh, sign=True)}·G$_{{OH}}$ {num(f.c_ev, sign=True)}\n"
                 f"R² {f.r2:.3f}, MAE {f.mae_ev:.3f} eV", transform=ax.transAxes, va="top", fontsize=6.5)
         ax.tick_params(labelsize=7.5)
     for ax in list(axes.flat)[len(names) :]:
@@ -552,7 +552,7 @@ def occlusion_figure(result, edos: np.ndarray, *, title: str = "") -> Figure:  #
     cbar = fig.colorbar(im, ax=ax_map, pad=0.01)
     cbar.set_label(r"ΔE$_{ads}$ (eV)")
     ax_dos.set_title(title or f"Occlusion of the metal channel ({result.window_ev:g} eV windows); "
-                     f"E$_{{ads}}$ = {result.baseline_ev:.2f} eV", fontsize=10)
+                     f"E$_{{ads}}$ = {num(result.baseline_ev)} eV", fontsize=10)
     return fig
 
 
@@ -566,11 +566,11 @@ def shifting_figure(result, *, title: str = "", reference_slope: float | None = 
     for i, target in enumerate(result.targets):
         label = "all d" if target == "all d" else _orbital_label(target)
         ax.plot(result.shifts_ev, result.e_ads_ev[i], marker="o", markersize=3, linewidth=1.6 if i == 0 else 1.0,
-                color=colours[i % len(colours)], label=f"{label} ({slopes[target]:+.2f} eV/eV)")
+                color=colours[i % len(colours)], label=f"{label} ({num(slopes[target], sign=True)} eV/eV)")
     if reference_slope is not None:
         base = float(np.interp(0.0, result.shifts_ev, result.e_ads_ev[0]))
         ax.plot(result.shifts_ev, base + reference_slope * result.shifts_ev, color="0.5", linestyle="--",
-                linewidth=1.0, label=f"d-band model ({reference_slope:+.2f} eV/eV)")
+                linewidth=1.0, label=f"d-band model ({num(reference_slope, sign=True)} eV/eV)")
     ax.axvline(0.0, color="0.6", linewidth=0.6, linestyle=":")
     ax.set_xlabel("shift of the metal d states (eV; + = toward/above E$_F$)")
     ax.set_ylabel(r"predicted $E_{ads}$ (eV)")

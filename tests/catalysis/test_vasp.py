@@ -155,3 +155,29 @@ def test_malformed_files_name_the_file(tmp_path: Path) -> None:
     write_doscar(tmp_path / "DOSCAR")
     with pytest.raises(CorruptFile, match=r"outside 1\.\.4"):
         edos_from_vasp(tmp_path, adsorbate="CO", metal_index=9, adsorbate_indices=[3, 4])
+
+
+def test_convert_vasp_cli(tmp_path: Path) -> None:
+    from tessera.app.cli.main import main
+    from tessera.pipelines.catalysis.io import open_edos
+
+    for name in ("fe_co", "broken"):
+        (tmp_path / name).mkdir()
+    write_doscar(tmp_path / "fe_co" / "DOSCAR")
+    write_poscar(tmp_path / "fe_co" / "CONTCAR")
+    write_doscar(tmp_path / "broken" / "DOSCAR", truncate=400)
+    runs = tmp_path / "runs.csv"
+    runs.write_text(
+        "path,metal,support,adsorbate,e_ads_ev,metal_index,adsorbate_indices\n"
+        "fe_co,Fe,N-graphene,CO,-0.42,,\n"
+        "fe_co,Fe,N-graphene,CO,,2,3;4\n"
+        "broken,Fe,N-graphene,CO,,2,3;4\n"
+    )
+    out = tmp_path / "vasp.h5"
+    assert main(["screen", "convert-vasp", str(runs), "--out", str(out)]) == 1  # one run failed
+    with open_edos(out) as ds:
+        assert len(ds) == 2 and ds.metal == ["Fe", "Fe"] and ds.adsorbate == ["CO", "CO"]
+        assert ds.e_ads_ev[0] == pytest.approx(-0.42) and np.isnan(ds.e_ads_ev[1])
+        a, b = ds.read()
+        np.testing.assert_array_equal(a, b)  # CONTCAR-located ions == the given indices
+        assert a[:, ORBITALS.index("dz2"), 0].sum() * 0.005 == pytest.approx(2.0, abs=0.01)
