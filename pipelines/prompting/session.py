@@ -160,8 +160,10 @@ class PromptSession:
         cancel: threading.Event | None = None,
     ) -> LevelWindow:
         """Choose the region (level-0 box (x0, y0, x1, y1), or the whole level) and encode
-        its windows (cached). ``value_window``: intensity window for non-RGB data (e.g.
-        (-1000, 1000) HU); None stretches each window's 0.5-99.5 percentiles."""
+        its windows (cached). ``precompute=False`` encodes a window only when a prompt
+        first needs it (any region size; the CLI does this on whole slides).
+        ``value_window``: intensity window for non-RGB data (e.g. (-1000, 1000) HU); None
+        stretches each window's 0.5-99.5 percentiles. Volumes default to the middle slice."""
         source = as_source(image)
         if not 0 <= level < len(source.levels):
             msg = f"level {level} does not exist ({len(source.levels)} levels)"
@@ -170,7 +172,7 @@ class PromptSession:
             z = source.spatial_shape(level)[0] // 2
         region = whole_level(source, level) if region_l0 is None else level_window_for_l0_box(source, level, region_l0)
         windows = tile_windows(region, self.tile_px, self.halo_px)
-        if len(windows) > self.max_windows:
+        if precompute and len(windows) > self.max_windows:
             msg = (
                 f"the region is {region.lvl_hw[1]} x {region.lvl_hw[0]} px at level {level}: "
                 f"{len(windows)} encoder windows; choose a coarser level or a smaller region"
@@ -194,6 +196,12 @@ class PromptSession:
     def region(self) -> LevelWindow | None:
         with self._lock:
             return None if self._state is None else self._state.region
+
+    @property
+    def z(self) -> int | None:
+        """The Z slice of a volume the session works on (None for 2D images)."""
+        with self._lock:
+            return None if self._state is None else self._state.z
 
     @property
     def windows(self) -> list[LevelWindow]:

@@ -9,6 +9,10 @@ inputs
     ``point_labels`` float32 ``[1, N]``: -1 padding, 0 negative, 1 positive, 2/3 box
     corners; ``mask_input`` float32 ``[1, 1, 4S, 4S]``; ``has_mask_input`` float32
     ``[1]``; ``orig_im_size`` float32 ``[2]`` (h, w of the image before resizing).
+The batch axis of the per-prompt tensors is symbolic (``batch``, 1 in the official
+use): several images' embeddings, each with its own prompts, may go through at once;
+``has_mask_input`` and ``orig_im_size`` are shared.
+
 outputs
     ``masks`` ``[1, M, h, w]`` logits at the original size; ``iou_predictions``
     ``[1, M]``; ``low_res_masks`` ``[1, M, 4S, 4S]``. With ``return_single_mask``
@@ -127,11 +131,13 @@ class SamDecoderOnnx(nn.Module):
 
 
 class SamUNetDecoderOnnx(nn.Module):
-    """SAM-UNet's decoder with the official interface plus ``multi_scale_feature``."""
+    """SAM-UNet's decoder with the official interface plus ``multi_scale_feature``
+    (state-dict keys as SAM-UNet's: ``prompt_encoder.sam_prompt_encoder.*``,
+    ``mask_decoder.*``)."""
 
     def __init__(self, model: SamUNet) -> None:
         super().__init__()
-        self.prompt_encoder = model.prompts
+        self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.post = _Postprocess(model.config.sam.img_size, "longest")
 
@@ -145,33 +151,47 @@ class SamUNetDecoderOnnx(nn.Module):
         has_mask_input: Tensor,
         orig_im_size: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        sparse, dense = _prompts(self.prompt_encoder, point_coords, point_labels, mask_input, has_mask_input)
-        masks = self.mask_decoder(
-            image_embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multi_scale_feature
-        )
+        pe = self.prompt_encoder.sam_prompt_encoder
+        sparse, dense = _prompts(pe, point_coords, point_labels, mask_input, has_mask_input)
+        masks = self.mask_decoder(image_embeddings, pe.get_dense_pe(), sparse, dense, multi_scale_feature)
         return self.post(masks, orig_im_size), stability_score(masks), masks
 
 
-class _EncoderOnnx(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
+class SamEncoderOnnx(nn.Module):
+    """The image encoder alone: ``image`` -> ``image_embeddings`` (keys ``image_encoder.*``)."""
+
+    def __init__(self, model: Sam) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.image_encoder = model.image_encoder
 
-    def forward(self, image: Tensor) -> Any:
-        return self.encoder(image)
+    def forward(self, image: Tensor) -> Tensor:
+        return self.image_encoder(image)
 
 
-class _UNetEncoderOnnx(nn.Module):
+class SamUNetEncoderOnnx(nn.Module):
+    """SAM-UNet's encoder side: ``image`` -> (``image_embeddings``, ``multi_scale_feature``),
+    with SAM-UNet's keys (``image_encoder.sam_img_encoder.*``, ``resnet.*``, adapters)."""
+
     def __init__(self, model: SamUNet) -> None:
         super().__init__()
-        self.model = model
+        self.image_encoder = model.image_encoder
+        self.resnet = model.resnet
+        self.adapters_in = model.adapters_in
+        self.adapters_bridge = model.adapters_bridge
+        self.embedding_encoder = model.embedding_encoder
+
+    @property
+    def vit(self) -> nn.Module:
+        return self.image_encoder.sam_img_encoder
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        return self.model.encode(image)
+        return SamUNet.encode(self, image)  # type: ignore[arg-type]  # same attributes as SamUNet
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
             dynamic_axes: dict[str, dict[int, str]] | None) -> None:
+    if dynamic_axes is not None:
+        dynamic_axes = {k: v for k, v in dynamic_axes.items() if k in inputs or k in outputs}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -202,18 +222,20 @@ def export_encoder(model: Sam | SamUNet, path: Path) -> None:
     (and ``multi_scale_feature`` for SAM-UNet)."""
     if isinstance(model, SamUNet):
         img = model.config.sam.img_size
-        _export(_UNetEncoderOnnx(model), (torch.zeros(1, 3, img, img),), path, ["image"],
+        _export(SamUNetEncoderOnnx(model), (torch.zeros(1, 3, img, img),), path, ["image"],
                 ["image_embeddings", "multi_scale_feature"], None)
     else:
         img = model.config.img_size
-        _export(_EncoderOnnx(model.image_encoder), (torch.zeros(1, 3, img, img),), path, ["image"],
+        _export(SamEncoderOnnx(model), (torch.zeros(1, 3, img, img),), path, ["image"],
                 ["image_embeddings"], None)
 
 
 def export_decoder(model: Sam | SamUNet, path: Path, *, return_single_mask: bool = True) -> None:
     """The prompt decoder with the official inputs/outputs (see the module docstring)."""
-    axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
-            "masks": {2: "height", 3: "width"}}
+    axes = {"image_embeddings": {0: "batch"}, "multi_scale_feature": {0: "batch"},
+            "point_coords": {0: "batch", 1: "num_points"}, "point_labels": {0: "batch", 1: "num_points"},
+            "mask_input": {0: "batch"}, "masks": {0: "batch", 2: "height", 3: "width"},
+            "iou_predictions": {0: "batch"}, "low_res_masks": {0: "batch"}}
     if isinstance(model, SamUNet):
         img, dim = model.config.sam.img_size, model.config.sam.prompt_dim
         ex = _decoder_example(img, dim)
@@ -301,3 +323,64 @@ def export_sam_unet(model: SamUNet, encoder_path: Path, decoder_path: Path) -> d
     export_encoder(model, encoder_path)
     export_decoder(model, decoder_path)
     return {"encoder": encoder_parity(model, encoder_path), "decoder": decoder_parity(model, decoder_path)}
+
+
+# ---------------------------------------------------------------------------------------
+# the torch engine's view: one module per role, keys = that role's part of the checkpoint
+# ---------------------------------------------------------------------------------------
+ENCODER_PREFIXES = ("image_encoder.", "resnet.", "adapters_in.", "adapters_bridge.", "embedding_encoder.")
+DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+
+
+def build_model(size: str = "demo") -> Sam | SamUNet:
+    """The whole model of a size: SAM ("demo", "vit_b", "vit_l", "vit_h", "vit_t",
+    "medsam") or SAM-UNet ("demo-unet", "res34", "res50")."""
+    from tessera.plugins.sam.model import CONFIGS, build_sam
+    from tessera.plugins.sam.sam_unet import UNET_CONFIGS, build_sam_unet
+
+    if size in CONFIGS:
+        return build_sam(size)
+    key = size.removeprefix("unet-")
+    if key == "demo-unet" or key in UNET_CONFIGS:
+        return build_sam_unet("demo" if key == "demo-unet" else key)
+    msg = f"unknown SAM size {size!r}; known: {', '.join([*CONFIGS, 'demo-unet', *UNET_CONFIGS])}"
+    raise ValueError(msg)
+
+
+def build_role(size: str = "demo", role: str = "encoder") -> nn.Module:
+    """The plugin's model hook: the ``encoder`` or ``decoder`` graph of a size as a torch
+    module with the ONNX graph's inputs and outputs, so the torch engine runs the same
+    prompts the ONNX one does."""
+    model = build_model(size)
+    if role == "encoder":
+        return SamUNetEncoderOnnx(model) if isinstance(model, SamUNet) else SamEncoderOnnx(model)
+    if role == "decoder":
+        return SamUNetDecoderOnnx(model) if isinstance(model, SamUNet) else SamDecoderOnnx(model)
+    msg = f"the SAM plugin has roles 'encoder' and 'decoder', not {role!r}"
+    raise ValueError(msg)
+
+
+def split_state_dict(state_dict: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """A whole-model state dict -> {"encoder": ..., "decoder": ...} (the shipped files)."""
+    out: dict[str, dict[str, Tensor]] = {"encoder": {}, "decoder": {}}
+    for k, v in state_dict.items():
+        if k.startswith(ENCODER_PREFIXES):
+            out["encoder"][k] = v
+        elif k.startswith(DECODER_PREFIXES):
+            out["decoder"][k] = v
+        else:
+            msg = f"{k}: not part of a SAM or SAM-UNet checkpoint"
+            raise ValueError(msg)
+    return out
+
+
+def convert_checkpoint(state_dict: dict[str, Tensor], role: str | None = None) -> dict[str, Tensor]:
+    """The plugin's convert hook: an official SAM / MedSAM / MobileSAM / SAM-UNet
+    checkpoint (bare, ``{"model": ...}`` or DataParallel) -> the keys of ``role``'s module
+    (all keys when ``role`` is None)."""
+    from tessera.plugins.sam.sam_unet import convert_checkpoint as unwrap
+
+    sd = unwrap(state_dict)
+    if role is None:
+        return sd
+    return split_state_dict(sd)[role]

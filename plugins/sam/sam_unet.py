@@ -97,6 +97,10 @@ class SamUNetConfig:
 UNET_CONFIGS: dict[str, SamUNetConfig] = {
     "res34": SamUNetConfig(),
     "res50": SamUNetConfig(resnet_block="bottleneck"),
+    # the demo trained here: the demo SAM (frozen) + a slim ResNet branch
+    "demo": SamUNetConfig(
+        sam=sam_config("demo"), resnet_block="basic", resnet_layers=(1, 1, 1, 1), resnet_widths=(16, 32, 64, 128)
+    ),
 }
 
 

@@ -58,6 +58,10 @@ class Recipe:
     n_train_scenes: int = 2000
     n_val_scenes: int = 150
     sam_steps: int = 2000
+    # further SAM phases after the first: (steps, peak lr), each a fresh AdamW with a short
+    # warm-up and a cosine decay (a warm restart), data drawn from its own seeded stream
+    sam_extra_phases: tuple[tuple[int, float], ...] = ()
+    phase_warmup: int = 50
     unet_steps: int = 600
     batch_images: int = 4
     objects_per_image: int = 4
@@ -199,34 +203,73 @@ def _normalise_padded(images: np.ndarray, valid_hw: np.ndarray) -> Any:
 # ---------------------------------------------------------------------------------------
 # training loops
 # ---------------------------------------------------------------------------------------
+def _phase_tag(recipe: Recipe, seed: int, phase: int) -> str:
+    phases = [(recipe.sam_steps, recipe.lr), *recipe.sam_extra_phases][: phase + 1]
+    return json.dumps({"seed": seed, "phases": phases, "batch": recipe.batch_images,
+                       "objects": recipe.objects_per_image, "scenes": recipe.n_train_scenes})
+
+
 def train_sam(
     scenes: list[ObjectScene], recipe: Recipe, seed: int, progress: ProgressReporter,
     log: Callable[[str], None], val_scenes: list[ObjectScene] | None = None, eval_every: int = 500,
-    checkpoint: Path | None = None,
+    checkpoint: Path | None = None, phase_dir: Path | None = None,
 ) -> Any:
+    """All SAM phases; after each, the weights go to ``phase_dir/sam_demo.phase<i>.safetensors``
+    (tagged with the recipe), and a later run with the same recipe starts after the last
+    finished phase instead of redoing it (each phase is deterministic)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from tessera.plugins.sam.model import build_sam
+
+    torch.manual_seed(seed)
+    model = build_sam("demo").train()
+    phases = [(recipe.sam_steps, recipe.lr, recipe.warmup), *((s, lr, recipe.phase_warmup)
+                                                              for s, lr in recipe.sam_extra_phases)]
+    for i, (steps, lr, warmup) in enumerate(phases):
+        saved = None if phase_dir is None else phase_dir / f"sam_demo.phase{i}.safetensors"
+        if saved is not None and saved.exists():
+            with safe_open(str(saved), "pt") as fh:
+                tag = (fh.metadata() or {}).get("recipe")
+            if tag == _phase_tag(recipe, seed, i):
+                model.load_state_dict(load_file(saved))
+                log(f"sam phase {i}: reusing {saved.name}")
+                continue
+        rng = np.random.default_rng(seed + 1 + 1000 * i)
+        _train_sam_phase(model, scenes, recipe, rng, steps, lr, warmup, progress, log, val_scenes,
+                         eval_every, checkpoint, phase=i)
+        if saved is not None:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, saved,
+                      metadata={"recipe": _phase_tag(recipe, seed, i)})
+    return model.eval()
+
+
+def _train_sam_phase(
+    model: Any, scenes: list[ObjectScene], recipe: Recipe, rng: np.random.Generator, steps: int, lr: float,
+    warmup: int, progress: ProgressReporter, log: Callable[[str], None], val_scenes: list[ObjectScene] | None,
+    eval_every: int, checkpoint: Path | None, phase: int,
+) -> None:
     import torch
     import torch.nn.functional as F
 
-    from tessera.plugins.sam.model import build_sam
     from tessera.plugins.sam.sam_unet import mask_losses
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed + 1)
-    model = build_sam("demo").train()
+    model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
+        lr=lr,
     )
-    progress.start(recipe.sam_steps, "training tiny SAM")
+    progress.start(steps, f"training tiny SAM (phase {phase + 1})")
     t0 = time.process_time()
     running = 0.0
-    for step in range(recipe.sam_steps):
+    for step in range(steps):
         kind = str(rng.choice(PROMPT_KINDS, p=PROMPT_WEIGHTS))
         batch = make_batch(rng, scenes, recipe, kind)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, recipe.sam_steps, recipe.lr, recipe.warmup)
+            g["lr"] = _lr_at(step, steps, lr, warmup)
         x = _normalise_padded(batch["images"], batch["valid_hw"])
         emb = model.image_encoder(x).repeat_interleave(recipe.objects_per_image, 0)
         coords = torch.from_numpy(batch["coords"])
@@ -253,19 +296,19 @@ def train_sam(
         opt.step()
         running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
         progress.advance(1)
-        if step % 50 == 0 or step == recipe.sam_steps - 1:
-            log(f"sam step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s")
-        if val_scenes and (step + 1) % eval_every == 0:
+        if step % 50 == 0 or step == steps - 1:
+            log(f"sam phase {phase} step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s")
+        if val_scenes and ((step + 1) % eval_every == 0 or step == steps - 1):
             model.eval()
             res = evaluate(lambda im, pt, box: predict_torch(model, im, pt, box), val_scenes)
-            log(f"sam step {step + 1} held-out iou box {res['iou_box']:.4f} point {res['iou_point']:.4f}")
+            log(f"sam phase {phase} step {step + 1} held-out iou box {res['iou_box']:.4f} "
+                f"point {res['iou_point']:.4f}")
             if checkpoint is not None:
                 from safetensors.torch import save_file
 
                 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
             model.train()
     progress.close()
-    return model.eval()
 
 
 def train_sam_unet(
@@ -326,15 +369,9 @@ def train_sam_unet(
 
 def demo_unet_config() -> Any:
     """The tiny SAM-UNet: the demo SAM plus a slim ResNet branch."""
-    from tessera.plugins.sam.model import sam_config
-    from tessera.plugins.sam.sam_unet import SamUNetConfig
+    from tessera.plugins.sam.sam_unet import UNET_CONFIGS
 
-    return SamUNetConfig(
-        sam=sam_config("demo"),
-        resnet_block="basic",
-        resnet_layers=(1, 1, 1, 1),
-        resnet_widths=(16, 32, 64, 128),
-    )
+    return UNET_CONFIGS["demo"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -450,7 +487,7 @@ def train(
     sam_path = out_dir / "sam_demo.safetensors"
     if "sam" in stages:
         sam = train_sam(train_scenes, recipe, seed, progress, log, val_scenes[:30], eval_every,
-                        checkpoint=out_dir / "sam_demo.partial.safetensors")
+                        checkpoint=out_dir / "sam_demo.partial.safetensors", phase_dir=out_dir)
         save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, sam_path,
                   metadata={"config": json.dumps(sam_config("demo").to_dict()), "variant": "demo"})
     sam = Sam(sam_config("demo"))
@@ -508,6 +545,39 @@ def _predict_runtime(rt: Any, image: np.ndarray, point: np.ndarray | None, box: 
     return rt.predict(emb, points_xy=pts, labels=labels, box_xyxy=box).mask
 
 
+def install(out_dir: Path, plugin_dir: Path | None = None) -> dict[str, str]:
+    """Copy a finished run into the plugin's ``weights/`` (ONNX graphs; safetensors split
+    by role) and write the files' sha256 into ``manifest.toml``; returns path -> sha256."""
+    import re
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tessera.pipelines.plugin_system.integrity import sha256_file
+    from tessera.plugins.sam.export import split_state_dict
+
+    out_dir = Path(out_dir)
+    plugin_dir = Path(plugin_dir) if plugin_dir is not None else Path(__file__).parent
+    weights = plugin_dir / "weights"
+    weights.mkdir(exist_ok=True)
+    for name in ("encoder.onnx", "decoder.onnx", "unet_encoder.onnx", "unet_decoder.onnx", "metrics.json"):
+        shutil.copyfile(out_dir / name, weights / name)
+    for src, prefix in (("sam_demo.safetensors", ""), ("sam_unet_demo.safetensors", "unet_")):
+        parts = split_state_dict(load_file(out_dir / src))
+        for role, sd in parts.items():
+            save_file({k: v.contiguous() for k, v in sorted(sd.items())}, weights / f"{prefix}{role}.safetensors",
+                      metadata={"source": src, "role": role})
+    manifest = plugin_dir / "manifest.toml"
+    text = manifest.read_text(encoding="utf-8")
+    sums = {}
+    for path in re.findall(r'path = "(weights/[^"]+)"', text):
+        digest = sha256_file(plugin_dir / path)
+        sums[path] = digest
+        text = re.sub(rf'(path = "{re.escape(path)}"\nsha256 = ")[0-9a-f]{{64}}(")', rf"\g<1>{digest}\g<2>", text)
+    manifest.write_text(text, encoding="utf-8")
+    return sums
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -518,7 +588,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--unet-steps", type=int, default=None)
     ap.add_argument("--train-scenes", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--install", action="store_true",
+                    help="only copy a finished run in --out into the plugin's weights/ and manifest")
+    ap.add_argument("--extra-phase", action="append", default=None, metavar="STEPS:LR",
+                    help="a further SAM phase (repeatable); default: the recipe's")
     args = ap.parse_args(argv)
+    if args.install:
+        for path, digest in install(args.out).items():
+            print(digest, path)
+        return
     recipe = Recipe.quick() if args.quick else Recipe()
     changes = {
         "sam_steps": args.sam_steps,
@@ -526,6 +604,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_train_scenes": args.train_scenes,
     }
     recipe = replace(recipe, **{k: v for k, v in changes.items() if v is not None})
+    if args.extra_phase is not None:
+        phases = tuple((int(s), float(lr)) for s, lr in (p.split(":") for p in args.extra_phase))
+        recipe = replace(recipe, sam_extra_phases=phases)
     train(args.out, seed=args.seed, quick=args.quick, stages=tuple(args.stages.split(",")),
           recipe=recipe, eval_every=args.eval_every)
 
