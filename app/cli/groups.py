@@ -30,6 +30,7 @@ BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_read",
     "tessera.app.cli.bench_run",
     "tessera.app.cli.bench_volume",
+    "tessera.app.cli.bench_sam",
 ]
 
 

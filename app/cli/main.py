@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "tessera.app.cli.plugins",
     "tessera.app.cli.train",
     "tessera.app.cli.run",
+    "tessera.app.cli.sam",
     "tessera.app.cli.screen",
 ]
 
