@@ -374,14 +374,14 @@ def periodic_tables_figure(result, supports: Sequence[str]) -> Figure:  # type: 
 
 
 def _path_axes(ax, states_ev: np.ndarray, *, colour: str, label: str, step_index: int | None = None,
-               linestyle: str = "-") -> None:  # type: ignore[no-untyped-def]
+               linestyle: str = "-", hot_colour: str = "#d62728") -> None:  # type: ignore[no-untyped-def]
     for n, g in enumerate(states_ev):
         ax.plot([n - 0.3, n + 0.3], [g, g], color=colour, linewidth=2.2, linestyle=linestyle, solid_capstyle="butt",
                 label=label if n == 0 else None)
         if n + 1 < len(states_ev):
             hot = step_index is not None and n == step_index
-            ax.plot([n + 0.3, n + 0.7], [g, states_ev[n + 1]], color="#d62728" if hot else colour,
-                    linewidth=1.6 if hot else 0.8, linestyle="-" if hot else ":")
+            ax.plot([n + 0.3, n + 0.7], [g, states_ev[n + 1]], color=hot_colour if hot else colour,
+                    linewidth=1.8 if hot else 0.8, linestyle="-" if hot else ":")
 
 
 def _state_ticks(ax) -> None:  # type: ignore[no-untyped-def]
@@ -427,9 +427,11 @@ def free_energy_comparison_figure(candidates, settings) -> Figure:  # type: igno
     fig = new_figure(6.4, 4.0)
     ax = fig.add_subplot()
     for i, c in enumerate(candidates):
-        _path_axes(ax, c.states_ev, colour=colours[i % 10], label=f"#{c.rank} {c.metal}/{support_label(c.support)} ({num(c.u_l_v)} V)")
+        colour = colours[i % 10]
+        _path_axes(ax, c.states_ev, colour=colour, step_index=c.step_index, hot_colour=colour,
+                   label=f"#{c.rank} {c.metal}/{support_label(c.support)} ({num(c.u_l_v)} V)")
     _state_ticks(ax)
-    ax.set_title(f"Top {len(candidates)} candidates at U = 0 V (potential-limiting step in red)")
+    ax.set_title(f"Top {len(candidates)} candidates at U = 0 V vs RHE (limiting step drawn solid)")
     ax.legend(loc="lower left", frameon=False, fontsize=7.5)
     return fig
 

@@ -62,6 +62,7 @@ def test_scaling_fit_recovers_generator_coefficients(small_edos: Path) -> None:
         assert fit.r2 > 0.999
 
 
+@pytest.mark.slow  # shares the ~15 s CPU screening fixture
 def test_ranked_csv_is_consistent_che(screened: tuple[Path, dict]) -> None:
     out, summary = screened
     rows = list(csv.DictReader((out / "ranked_candidates.csv").open()))
@@ -87,6 +88,7 @@ def test_ranked_csv_is_consistent_che(screened: tuple[Path, dict]) -> None:
     assert {r["limiting_step"] for r in rows} >= {"CO2 → *COOH", "*OH → * + H2O"}
 
 
+@pytest.mark.slow  # shares the ~15 s CPU screening fixture
 def test_fits_json_and_summary(screened: tuple[Path, dict]) -> None:
     out, summary = screened
     fits = json.loads((out / "fits.json").read_text())
@@ -101,6 +103,7 @@ def test_fits_json_and_summary(screened: tuple[Path, dict]) -> None:
     assert len(preds) == summary["n_samples"] == 198
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stem", ["volcano", "scaling_relations", "periodic_tables", "periodic_table_BN", "periodic_table_N-graphene",
              "free_energy_top"],
@@ -121,6 +124,7 @@ def test_figures_written_and_not_blank(screened: tuple[Path, dict], stem: str) -
         assert "V vs RHE" in svg
 
 
+@pytest.mark.slow  # shares the ~15 s CPU screening fixture
 def test_top_free_energy_diagrams(screened: tuple[Path, dict]) -> None:
     out, summary = screened
     diagrams = sorted(out.glob("free_energy_0*.png"))
@@ -129,6 +133,7 @@ def test_top_free_energy_diagrams(screened: tuple[Path, dict]) -> None:
     assert diagrams[0].name.startswith(f"free_energy_01_{first['metal']}_")
 
 
+@pytest.mark.slow  # shares the ~15 s CPU screening fixture
 def test_resume_skips_finished_run(small_edos: Path, screened: tuple[Path, dict]) -> None:
     out, summary = screened
     again = OraclePredictor()

@@ -16,8 +16,8 @@ import pytest
 from tessera.pipelines.catalysis.io import open_edos
 from tessera.pipelines.synthetic.edos import EnergyModel, synth_edos
 
-METALS = ["Sc", "V", "Mn", "Fe", "Co", "Ni", "Cu", "Ru", "Pd", "Ir", "Pt", "Zn"]
-SUPPORTS = ["g-C3N4", "BN", "BP"]
+METALS = ["Sc", "Mn", "Fe", "Co", "Ni", "Ru", "Pt", "Zn"]
+SUPPORTS = ["g-C3N4", "BN"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_shifting_recovers_the_d_band_trend(fresh: Path, predictor) -> None:
         assert abs(got - alpha[ads]) <= 0.25 * abs(alpha[ads]) + 0.05, (ads, got, alpha[ads])
 
 
+@pytest.mark.slow
 def test_screen_cli_end_to_end(fresh: Path, tmp_path: Path) -> None:
     from tessera.app.cli.main import main
 
@@ -83,18 +84,17 @@ def test_screen_cli_end_to_end(fresh: Path, tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["plugin"] == "sac-cnn" and "onnxruntime" in summary["engine"]
     assert summary["mae_vs_reference_ev"] <= 0.10
-    # the model's ranking agrees with the generator's: rank correlation of U_L with the truth
+    # the model's limiting potentials agree with the generator's (from the reference energies).
+    # Ranks on the volcano's plateau (many candidates within ~0.05 V) are noise, so compare values.
     from tessera.pipelines.catalysis.screening import screen_energies
 
     with open_edos(fresh) as ds:
         truth = screen_energies(ds.metal, ds.support, ds.adsorbate, ds.e_ads_ev)
     u_model = np.array([float(r["U_L_V_vs_RHE"]) for r in rows])
     u_true = np.array([truth.candidate(r["metal"], r["support"]).u_l_v for r in rows])
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    # (the volcano's plateau holds many candidates within ~0.05 V: their order is noise, so the
-    # rank correlation is high but not ~1; measured 0.83 with a mean |dU_L| of ~0.05 V)
-    assert np.corrcoef(rank(u_model), rank(u_true))[0, 1] > 0.75
+    assert np.corrcoef(u_model, u_true)[0, 1] > 0.9
     assert np.abs(u_model - u_true).mean() < 0.10  # V
+    assert u_true[0] >= max(u_true) - 0.1  # the model's best is within 0.1 V of the true best
     for stem in ("volcano", "periodic_tables", "scaling_relations", "free_energy_top"):
         assert (out / f"{stem}.png").stat().st_size > 10_000 and (out / f"{stem}.svg").exists()
     assert len(list(out.glob("free_energy_0*.png"))) == 2
