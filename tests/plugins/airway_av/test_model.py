@@ -159,3 +159,25 @@ def test_fast_conv_backward_matches_autograd() -> None:
         loss.backward()
     for (name, a), (_, b) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=2e-3, atol=2e-5, msg=name)
+
+
+@pytest.mark.parametrize("role", ["airway", "artery-vein"])
+def test_onnx_export_at_the_fixed_cube_matches_torch(role, tmp_path) -> None:
+    import onnx
+
+    from tessera.pipelines.engines import export_onnx
+    from tessera.plugins.airway_av.model import build_served_model
+
+    torch.manual_seed(0)
+    model = build_served_model("demo", role).eval()  # the shipped demo size, 32 x 64 x 64
+    n_in = model.net.input_channels
+    report = export_onnx(model, {"input": torch.rand(1, n_in, 32, 64, 64)},
+                         tmp_path / f"{role}.onnx", output_names=["probabilities"],
+                         exporter="torchscript")
+    assert report.within(atol=1e-4), report.max_abs_diff
+    graph = onnx.load(str(tmp_path / f"{role}.onnx")).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [n_in, 32, 64, 64]  # static cube
+    assert dims[0].dim_param  # dynamic batch
+    out_dims = graph.output[0].type.tensor_type.shape.dim
+    assert out_dims[1].dim_value == (1 if role == "airway" else 3)

@@ -89,6 +89,31 @@ def test_nifti_run_writes_labels_on_the_input_grid(tiny_plugin_dir, small_ct, tm
     assert "tree_length_detected" in scores["airway"]
 
 
+def test_predict_volume_reports_tree_metrics_and_notes(tiny_plugin_dir, small_ct) -> None:
+    import threading
+
+    import tessera
+    from tessera.pipelines.plugin_system import load_plugin_folder
+    from tessera.pipelines.progress import NullProgress
+    from tessera.pipelines.runners.base import RunOptions
+
+    truth, hu = small_ct
+    plugin = load_plugin_folder(tiny_plugin_dir)
+    with tessera.open(truth.image_path) as source:
+        out = plugin.processing().predict_volume(source, plugin, RunOptions(), NullProgress(),
+                                                 threading.Event())
+    assert out["labels"].shape == hu.shape and out["labels"].dtype == np.uint8
+    m = out["metrics"]
+    assert set(m) == {"airway_tree_length_mm", "airway_branch_count", "airway_generations",
+                      "volumes_ml"}
+    assert set(m["volumes_ml"]) == {"airway", "artery", "vein"}
+    voxel_ml = np.prod(truth.spacing_mm) / 1000
+    assert m["volumes_ml"]["airway"] == pytest.approx((out["labels"] == 1).sum() * voxel_ml,
+                                                      abs=1e-3)
+    assert any("resampled" in n for n in out["notes"])
+    json.dumps(m)  # JSON-ready for the run summary
+
+
 def test_dicom_series_runs_like_the_nifti(tiny_plugin_dir, small_ct, tmp_path) -> None:
     truth, hu = small_ct
     series = tmp_path / "series"
