@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "tessera.app.cli.run",
     "tessera.app.cli.sam",
     "tessera.app.cli.screen",
+    "tessera.app.cli.view",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}

@@ -8,11 +8,18 @@ the viewer paints. Nothing here imports Qt or napari.
 """
 
 from tessera.pipelines.live.cache import CacheStats, ResultCache
-from tessera.pipelines.live.controller import LiveOverlay, LiveStats, OverlayUpdate, ViewBox
+from tessera.pipelines.live.controller import (
+    LIVE_TASKS,
+    LiveOverlay,
+    LiveStats,
+    OverlayUpdate,
+    ViewBox,
+)
 from tessera.pipelines.live.raster import OverlayRaster
 from tessera.pipelines.live.run_outputs import RunOutput, find_run_output
 
 __all__ = [
+    "LIVE_TASKS",
     "CacheStats",
     "LiveOverlay",
     "LiveStats",
