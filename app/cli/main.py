@@ -38,6 +38,7 @@ COMMAND_MODULES: list[str] = [
     "tessera.app.cli.sam",
     "tessera.app.cli.screen",
     "tessera.app.cli.view",
+    "tessera.app.cli.demo",
 ]
 
 _state = {"debug": os.environ.get("TESSERA_DEBUG", "") not in ("", "0")}
