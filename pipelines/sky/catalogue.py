@@ -8,8 +8,9 @@ Columns (units in the FITS table; ``<cls>`` is each class name as a slug, e.g.
 - ``kind``: "galaxy" (extended) or "star" (point-like);
 - ``class_id`` (-1 for stars and unclassified), ``class_name``, ``prob_max`` and
   ``prob_<cls>`` for every class (empty for stars);
-- ``flux`` / ``flux_err`` (Kron aperture on the detection image, image units),
-  ``flux_<band>`` per band and, when calibrated, ``mag_<band>`` (AB);
+- ``flux`` / ``flux_err`` (Kron aperture on the detection image), ``flux_<band>`` per
+  band, in nanomaggies when the image is calibrated (table keyword FLUXUNIT says which),
+  and then ``mag_<band>`` (AB);
 - ``snr``, ``r50_px`` / ``r50_arcsec`` (half-light radius), ``a_px``, ``b_px``,
   ``theta_deg`` (major axis from +x towards +y), ``ellipticity``, ``kron_radius``,
   ``cutout_side_px`` (field pixels the classified cutout spanned), ``flag`` (sep flags).
@@ -72,13 +73,14 @@ def build_catalogue(
                                  mask=~classified)
     for j, name in enumerate(class_names):
         t[f"prob_{class_slug(name)}"] = MaskedColumn(probs[:, j], mask=~classified)
-    unit = u.nmgy if image.calibrated else None
-    t["flux"] = u.Quantity(detections.flux_auto, unit) if unit else detections.flux_auto
-    t["flux_err"] = u.Quantity(detections.flux_auto_err, unit) if unit else detections.flux_auto_err
+    # nanomaggy is not a FITS unit: fluxes stay plain numbers, FLUXUNIT says what they are
+    t.meta["FLUXUNIT"] = "nanomaggy (AB zp 22.5)" if image.calibrated else "image units"
+    t["flux"] = detections.flux_auto
+    t["flux_err"] = detections.flux_auto_err
     bands = image.bands if image.kind == "flux" else ("mean",)
     for b, name in enumerate(bands):
         col = f"flux_{class_slug(str(name)) or b}"
-        t[col] = u.Quantity(detections.band_flux[b], unit) if unit else detections.band_flux[b]
+        t[col] = detections.band_flux[b]
         if image.calibrated:
             with np.errstate(divide="ignore", invalid="ignore"):
                 mag = NANOMAGGY_ZP - 2.5 * np.log10(detections.band_flux[b])

@@ -65,4 +65,5 @@ def grz_to_rgb(
         flux_grz[i] * np.float32(BAND_WEIGHTS_GRZ[i] * to_native) + np.float32(SKY_OFFSET)
         for i in range(3)
     )
-    return make_lupton_rgb(z, r, g, minimum=0.0, stretch=stretch, Q=q)
+    with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides where I <= 0 too
+        return make_lupton_rgb(z, r, g, minimum=0.0, stretch=stretch, Q=q)
