@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from tessera.app.cli.console import console
-
-
-@contextmanager
-def _rich_progress():
-    """A ``ProgressReporter`` drawn as a rich progress bar (one task at a time)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True)
-
-    class _Reporter:
-        task = None
-
-        def start(self, total: int | None, description: str = "") -> None:
-            self.task = bar.add_task(description, total=total)
-
-        def advance(self, n: int = 1) -> None:
-            if self.task is not None:
-                bar.advance(self.task, n)
-
-        def close(self) -> None:
-            if self.task is not None:
-                bar.remove_task(self.task)
-                self.task = None
-
-    with bar:
-        yield _Reporter()
 
 
 def synth_galaxies_command(
@@ -58,12 +30,14 @@ def synth_galaxies_command(
     if size < 256 or n < 0 or cutouts < 0 or (stars is not None and stars < 0):
         msg = "--size must be at least 256 and --n, --stars, --cutouts non-negative"
         raise typer.BadParameter(msg)
-    with _rich_progress() as progress:
+    from tessera.app.cli.progress import RichReporter, progress_bar
+
+    with progress_bar(transient=True) as bar:
         truth = synth_galaxy_field(out, size_px=size, n_galaxies=n, n_stars=stars, seed=seed,
-                                   progress=progress)
+                                   progress=RichReporter(bar))
         h5_path = None
         if cutouts:
-            cut = render_cutouts(cutouts, seed=seed, progress=progress)
+            cut = render_cutouts(cutouts, seed=seed, progress=RichReporter(bar))
             h5_path = out / "cutouts.h5"
             write_galaxy10_h5(h5_path, cut)
     console.print(f"field      {truth.fits_path}  ({size}x{size} px, g r z, TAN WCS)")
