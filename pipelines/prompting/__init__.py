@@ -20,7 +20,12 @@ from tessera.pipelines.prompting.cache import (
 from tessera.pipelines.prompting.polygons import Polygon, mask_to_polygons
 from tessera.pipelines.prompting.regions import LevelMask, LevelWindow, read_window, tile_windows
 from tessera.pipelines.prompting.runtime import Embedding, Prediction, SamRuntime
-from tessera.pipelines.prompting.session import PromptResult, PromptSession, as_source
+from tessera.pipelines.prompting.session import (
+    PromptResult,
+    PromptSession,
+    as_source,
+    extend_through_slices,
+)
 from tessera.pipelines.prompting.transforms import InputTransform, preprocess, to_rgb_uint8
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "PromptSession",
     "SamRuntime",
     "as_source",
+    "extend_through_slices",
     "mask_to_polygons",
     "preprocess",
     "read_window",

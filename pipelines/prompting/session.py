@@ -282,3 +282,46 @@ class PromptSession:
             encode_s=encode_s,
             decode_s=pred.decode_s,
         )
+
+
+def extend_through_slices(
+    session: PromptSession,
+    image: Source | np.ndarray | str | Path,
+    first: PromptResult,
+    z_first: int,
+    *,
+    z_stop: int,
+    level: int = 0,
+    region_l0: tuple[float, float, float, float] | None = None,
+    value_window: tuple[float, float] | None = None,
+    min_score: float = 0.5,
+    margin_px: float = 2.0,
+    cancel: threading.Event | None = None,
+) -> dict[int, PromptResult]:
+    """Carry a mask from slice ``z_first`` towards ``z_stop`` (inclusive, either
+    direction) of a volume: each next slice is prompted with the previous mask's box
+    (grown by ``margin_px`` level pixels) and a positive click on its most interior pixel,
+    as micro-sam's volumetric segmentation does. Stops at an empty mask or a score below
+    ``min_score``. Returns {z: result}, the first slice included."""
+    from scipy import ndimage as ndi
+
+    out = {z_first: first}
+    step = 1 if z_stop >= z_first else -1
+    prev = first
+    for z in range(z_first + step, z_stop + step, step):
+        check_cancelled(cancel)
+        bbox = prev.mask.l0_bbox_xyxy()
+        if bbox is None:
+            break
+        dy, dx = prev.mask.window.downsample_yx
+        box = (bbox[0] - margin_px * dx, bbox[1] - margin_px * dy, bbox[2] + margin_px * dx, bbox[3] + margin_px * dy)
+        depth = ndi.distance_transform_edt(prev.mask.mask)
+        iy, ix = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        click = prev.mask.window.window_to_l0(np.array([[ix, iy]], np.float64))
+        session.set_image(image, level=level, region_l0=region_l0, z=z, value_window=value_window, precompute=False)
+        result = session.predict(points_l0_xy=click, labels=[1], box_l0_xyxy=box)
+        if not result.mask.mask.any() or result.score < min_score:
+            break
+        out[z] = result
+        prev = result
+    return out

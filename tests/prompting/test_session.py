@@ -138,3 +138,23 @@ def test_errors_are_clear():
     big = Source(path="<big>", format="t", reader="memory", levels=[da.zeros((5000, 5000), chunks=512)], axes="YX")
     with pytest.raises(ValueError, match="coarser level or a smaller region"):
         s.set_image(big)
+
+
+def test_extend_through_slices_follows_the_object():
+    """A fake decoder draws a disk at the click; the click of each next slice is the
+    previous mask's centre, so the chain runs to the requested slice and stays put."""
+    from tessera.pipelines.prompting.session import extend_through_slices
+
+    vol = np.random.default_rng(3).normal(size=(6, 80, 90)).astype(np.float32)
+    rt = fake_runtime(input_size=128, radius_px=6)
+    s = PromptSession(rt)
+    s.set_image(vol, z=2)
+    first = s.predict(points_l0_xy=[[40, 30]], labels=[1])
+    chain = extend_through_slices(s, vol, first, 2, z_stop=5)
+    assert sorted(chain) == [2, 3, 4, 5]
+    for r in chain.values():
+        x0, y0, x1, y1 = r.mask.l0_bbox_xyxy()
+        assert abs((x0 + x1) / 2 - 40.5) <= 1 and abs((y0 + y1) / 2 - 30.5) <= 1
+    down = extend_through_slices(s, vol, first, 2, z_stop=0)
+    assert sorted(down) == [0, 1, 2]
+    assert s.z == 0
