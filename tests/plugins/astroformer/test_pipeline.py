@@ -37,6 +37,7 @@ def field_run(plugin, tmp_path_factory):
     return truth, out, summary, progress
 
 
+@pytest.mark.slow
 def test_field_recall_and_classes_match_the_truth(field_run):
     _, _, summary, progress = field_run
     t = summary["truth"]
@@ -46,6 +47,7 @@ def test_field_recall_and_classes_match_the_truth(field_run):
     assert progress.closed and progress.done == summary["detection"]["galaxies"]
 
 
+@pytest.mark.slow
 def test_field_outputs(field_run, plugin):
     from astropy.table import Table
     from PIL import Image
@@ -79,6 +81,7 @@ def test_field_outputs(field_run, plugin):
         assert list(f["source_id"][:]) == [int(r["id"]) for r in gal]
 
 
+@pytest.mark.slow
 def test_rerun_resumes(field_run, plugin):
     truth, out, summary, _ = field_run
     again = run(truth.fits_path, plugin, out, options=RunOptions(truth=truth.catalogue_path),
@@ -113,6 +116,7 @@ def test_galaxy10_h5_and_folder(plugin, tmp_path):
     assert [r["class_id"] for r in rows] == [r["class_id"] for r in h5_rows[:5]]
 
 
+@pytest.mark.slow
 def test_hubble_deep_field_end_to_end(plugin, tmp_path):
     """The real-data check: scikit-image's Hubble Deep Field picture (no WCS, no scale)."""
     from PIL import Image
