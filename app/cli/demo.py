@@ -55,10 +55,14 @@ def demo(
                   highlight=False)
 
     if not headless and display_available() and gui_installed():
-        from tessera.app.viewer import open_viewer
+        import importlib
 
+        from tessera.app.cli.view import VIEWER_MODULE
+
+        # imported by name, like `tessera view`: the CLI itself never imports Qt/napari
+        viewer = importlib.import_module(VIEWER_MODULE)
         console.print(f"opening the viewer with the {DEMO_PLUGIN} overlay live", highlight=False)
-        raise typer.Exit(open_viewer(slide, DEMO_PLUGIN, True))
+        raise typer.Exit(viewer.open_viewer(slide, DEMO_PLUGIN, True))
     if not headless:
         why = "no display" if not display_available() else "the gui extra is not installed"
         err_console.print(f"{why}: running the demo headless", highlight=False)
