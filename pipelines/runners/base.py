@@ -17,6 +17,7 @@ function in tests, a torch model): runners take a predictor like MONAI's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -283,6 +284,52 @@ def model_fingerprint(plugin: Plugin) -> dict[str, Any]:
         "files": sorted(f"{f.role}:{f.format}:{f.sha256}" for f in m.files),
         "params": m.params,
     }
+
+
+# ---- memory ---------------------------------------------------------------------------------
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+_HEAP_BOUNDED = False
+
+
+def _libc():
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl): nothing to tune
+        return None
+
+
+def bound_heap() -> None:
+    """Keep large buffers out of the heap for the rest of the process (glibc only).
+
+    glibc serves big allocations with mmap (returned to the OS on free) until one is
+    freed; then it raises its mmap threshold to that size (up to 32 MB) and serves such
+    sizes from the heap, which it rarely gives back. Numpy temporaries of a few MB
+    then pile up: the peak memory of a run grew with the number of tiles (the output
+    phase of a 60k x 60k slide). A fixed threshold keeps every buffer over 256 KB in
+    its own mapping.
+    """
+    global _HEAP_BOUNDED
+    if _HEAP_BOUNDED:
+        return
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):
+            libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+    _HEAP_BOUNDED = True
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the OS between phases of a run (glibc only);
+    ``malloc_trim(0)`` is what dask.distributed calls on its workers for the same reason."""
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):
+            libc.malloc_trim(0)
 
 
 # ---- identity and completion ---------------------------------------------------------------

@@ -33,7 +33,7 @@ from tessera.pipelines.runners.base import (
     plugin_ref,
 )
 from tessera.pipelines.runners.regions import find_regions
-from tessera.pipelines.runners.slide import SlideContext, class_areas, run_slide, sample_for_preview
+from tessera.pipelines.runners.slide import SlideContext, class_areas, run_slide
 from tessera.pipelines.runners.tiled import RASTER_NAME
 from tessera.pipelines.sources.base import Source
 from tessera.pipelines.writers.atomic import publish_dir
@@ -142,16 +142,15 @@ def write_segmentation_outputs(ctx: SlideContext) -> dict[str, Any]:
          for r, c in zip(rows, cols, strict=True)),
     )
 
-    th, tw = ctx.thumbnail.shape[:2]
+    th = ctx.thumbnail.shape[0]
     prev = next((k for k in range(n_levels - 1, -1, -1) if labels_group[str(k)].shape[0] >= th), 0)
     fp = 2**prev
     if pos is not None:
-        p = sample_for_preview(root[str(prev)].oindex[pos], (ds[0] * fp, ds[1] * fp), grid.l0_shape_yx, (th, tw))
-        overlay = probability_overlay(p.astype(np.float32) / 255.0, colours[pos])
+        overlay = probability_overlay(np.asarray(root[str(prev)][pos], np.float32) / 255.0, colours[pos])
     else:
-        lab_prev = sample_for_preview(labels_group[str(prev)], (ds[0] * fp, ds[1] * fp), grid.l0_shape_yx, (th, tw))
-        overlay = label_overlay(lab_prev, dict(enumerate(colours)))
-    write_preview(ctx.out_dir / "preview.png", ctx.thumbnail, overlay)
+        overlay = label_overlay(np.asarray(labels_group[str(prev)][...]), dict(enumerate(colours)))
+    write_preview(ctx.out_dir / "preview.png", ctx.thumbnail, overlay,
+                  overlay_box=(0, 0, grid.l0_shape_yx[1] / (ds[1] * fp), grid.l0_shape_yx[0] / (ds[0] * fp)))
 
     publish_dir(Path(result.raster_path), ctx.out_dir / RASTER_NAME)
     top = pos if pos is not None else (outline[0] if outline else None)

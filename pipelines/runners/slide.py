@@ -146,14 +146,6 @@ def run_slide(
     return summary
 
 
-def tile_cell_area_l0(grid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Level-0 area (px²) of each tile's stride cell, clipped to the slide."""
-    cy, cx = grid.cell_l0_size_yx
-    h = np.minimum(cy, grid.l0_shape_yx[0] - rows * cy)
-    w = np.minimum(cx, grid.l0_shape_yx[1] - cols * cx)
-    return np.clip(h, 0, None) * np.clip(w, 0, None)
-
-
 def class_areas(
     model: ModelInfo, class_area_l0: np.ndarray, analysed_area_l0: float, px_mm2: float | None, tiles: np.ndarray | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -172,20 +164,3 @@ def class_areas(
         out[name] = entry
     return out
 
-
-def sample_for_preview(raster: Any, l0_per_px_yx: tuple[float, float], l0_shape_yx: tuple[int, int],
-                       out_shape_yx: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour sample of a (Y, X, ...) raster (numpy or zarr) at the pixel
-    centres of an ``out_shape_yx`` image covering the whole slide, so the overlay lines
-    up with the thumbnail exactly."""
-    h, w = out_shape_yx
-    yc = (np.arange(h) + 0.5) * l0_shape_yx[0] / h
-    xc = (np.arange(w) + 0.5) * l0_shape_yx[1] / w
-    ri = np.clip((yc / l0_per_px_yx[0]).astype(np.int64), 0, raster.shape[0] - 1)
-    ci = np.clip((xc / l0_per_px_yx[1]).astype(np.int64), 0, raster.shape[1] - 1)
-    if isinstance(raster, np.ndarray):
-        return raster[np.ix_(ri, ci)]
-    ur, inv_r = np.unique(ri, return_inverse=True)
-    uc, inv_c = np.unique(ci, return_inverse=True)
-    block = np.asarray(raster.get_orthogonal_selection((ur, uc)))
-    return block[np.ix_(inv_r, inv_c)]

@@ -35,8 +35,6 @@ from tessera.pipelines.runners.slide import (
     SlideContext,
     class_areas,
     run_slide,
-    sample_for_preview,
-    tile_cell_area_l0,
 )
 from tessera.pipelines.sources.base import Source
 from tessera.pipelines.writers.atomic import atomic_dir
@@ -99,23 +97,34 @@ def write_tile_outputs(ctx: SlideContext) -> dict[str, Any]:
             labels={"classes": (labels, [(k + 1, n, c) for k, (n, c) in enumerate(model.classes)])},
         )
 
-    rows, cols = np.nonzero(valid)
-    y0, x0 = rows * cell[0], cols * cell[1]
-    y1 = np.minimum(y0 + cell[0], grid.l0_shape_yx[0])
-    x1 = np.minimum(x0 + cell[1], grid.l0_shape_yx[1])
-    tissue_frac = grid.tissue_fraction[rows, cols]
-    area = tile_cell_area_l0(grid, rows, cols) * tissue_frac
-    tile_class = argmax[rows, cols]
-    class_area = np.bincount(tile_class, weights=area, minlength=len(names))
-    class_tiles = np.bincount(tile_class, minlength=len(names))
+    # Per-tile outputs are streamed one grid row at a time: a 60k x 60k slide has ~100k
+    # tissue tiles, and whole-slide columns of them would make peak memory grow with it.
+    def tile_rows():
+        """Per grid row: (row, cols, l0 boxes x0, y0, x1, y1, tissue fraction, class)."""
+        for r in range(grid.grid_shape[0]):
+            cols = np.nonzero(valid[r])[0]
+            if cols.size == 0:
+                continue
+            y0 = r * cell[0]
+            y1 = min(y0 + cell[0], grid.l0_shape_yx[0])
+            x0 = cols * cell[1]
+            x1 = np.minimum(x0 + cell[1], grid.l0_shape_yx[1])
+            yield r, cols, x0, y0, x1, y1, grid.tissue_fraction[r, cols], argmax[r, cols]
+
+    class_area = np.zeros(len(names))
+    class_tiles = np.zeros(len(names), dtype=np.int64)
+    for _, _cols, x0, y0, x1, y1, frac, k in tile_rows():
+        np.add.at(class_area, k, (x1 - x0) * (y1 - y0) * frac)
+        np.add.at(class_tiles, k, 1)
 
     write_csv(
         ctx.out_dir / "tiles.csv",
         ["tile_row", "tile_col", "l0_x", "l0_y", "l0_width", "l0_height", "tissue_fraction",
          *[f"prob_{n}" for n in names], "class"],
-        ([int(r), int(c), round(float(a), 2), round(float(b), 2), round(float(d - a), 2),
-          round(float(e - b), 2), float(f), *[float(p) for p in probs[r, c]], names[int(k)]]
-         for r, c, a, b, d, e, f, k in zip(rows, cols, x0, y0, x1, y1, tissue_frac, tile_class, strict=True)),
+        ([r, int(c), round(float(a), 2), round(y0, 2), round(float(d - a), 2), round(y1 - y0, 2), float(f),
+          *[float(p) for p in probs[r, c]], names[int(k)]]
+         for r, cols, x0, y0, x1, y1, frac, ks in tile_rows()
+         for c, a, d, f, k in zip(cols, x0, x1, frac, ks, strict=True)),
     )
 
     pos = model.positive_index
@@ -127,11 +136,12 @@ def write_tile_outputs(ctx: SlideContext) -> dict[str, Any]:
     }
 
     def features():
-        for r, c, a, b, d, e, f, k in zip(rows, cols, x0, y0, x1, y1, tissue_frac, tile_class, strict=True):
-            meas = {f"prob {n}": float(probs[r, c, j]) for j, n in enumerate(names)}
-            meas["tissue fraction"] = float(f)
-            yield qupath_feature([box_ring(a, b, d, e)], object_type="detection",
-                                 class_name=names[int(k)], colour=colours[int(k)], measurements=meas)
+        for r, cols, x0, y0, x1, y1, frac, ks in tile_rows():
+            for c, a, d, f, k in zip(cols, x0, x1, frac, ks, strict=True):
+                meas = {f"prob {n}": float(probs[r, c, j]) for j, n in enumerate(names)}
+                meas["tissue fraction"] = float(f)
+                yield qupath_feature([box_ring(a, y0, d, y1)], object_type="detection",
+                                     class_name=names[int(k)], colour=colours[int(k)], measurements=meas)
         for k, regions in regions_by_class.items():
             for reg in regions:
                 meas = {"area_mm2": reg.area_mm2 or 0.0, f"mean prob {names[k]}": reg.mean_probability or 0.0}
@@ -140,19 +150,17 @@ def write_tile_outputs(ctx: SlideContext) -> dict[str, Any]:
 
     n_features = write_feature_collection(ctx.out_dir / "predictions.geojson", features())
 
-    th, tw = ctx.thumbnail.shape[:2]
     if pos is not None:
-        p = np.where(valid, probs[..., pos], np.nan)
-        overlay = probability_overlay(sample_for_preview(p, cell, grid.l0_shape_yx, (th, tw)), colours[pos])
+        overlay = probability_overlay(np.where(valid, probs[..., pos], np.nan), colours[pos])
     else:
-        overlay = label_overlay(sample_for_preview(labels, cell, grid.l0_shape_yx, (th, tw)),
-                                {k + 1: c for k, c in enumerate(colours)})
-    write_preview(ctx.out_dir / "preview.png", ctx.thumbnail, overlay)
+        overlay = label_overlay(labels, {k + 1: c for k, c in enumerate(colours)})
+    write_preview(ctx.out_dir / "preview.png", ctx.thumbnail, overlay,
+                  overlay_box=(0, 0, grid.l0_shape_yx[1] / cell[1], grid.l0_shape_yx[0] / cell[0]))
 
     px_mm2 = ctx.l0_px_area_mm2
     top_class = pos if pos is not None else None
     return {
-        "classes": class_areas(model, class_area, float(area.sum()), px_mm2, class_tiles),
+        "classes": class_areas(model, class_area, float(class_area.sum()), px_mm2, class_tiles),
         "positive_class": model.positive_class,
         "top_regions": [] if top_class is None else [
             {"class": names[top_class], **r.as_dict()} for r in regions_by_class[top_class][:TOP_REGIONS]

@@ -22,7 +22,14 @@ from typing import Any, Literal
 import numpy as np
 
 from tessera.pipelines.progress import ProgressReporter
-from tessera.pipelines.runners.base import RunOptions, SourceRef, TilePredictor, signature_of
+from tessera.pipelines.runners.base import (
+    RunOptions,
+    SourceRef,
+    TilePredictor,
+    bound_heap,
+    release_free_memory,
+    signature_of,
+)
 from tessera.pipelines.runners.execution import run_jobs
 from tessera.pipelines.runners.resume import ChunkLedger
 from tessera.pipelines.sources.base import Source
@@ -118,7 +125,9 @@ def run_tiled(
     grid and spec it forms the signature finished chunks are kept under.
     """
     t_start = time.perf_counter()
+    bound_heap()
     tissue, grid = plan_grid(source, spec, options)
+    release_free_memory()
     t_tissue = time.perf_counter() - t_start
     signature = signature_of({
         "identity": identity,
@@ -164,6 +173,7 @@ def run_tiled(
         cancel=cancel,
         weight=lambda b: len(b.tile_rc),
     )
+    release_free_memory()
     out = _collect(ledger, blocks, grid, spec)
     timings = {
         "tissue_s": round(t_tissue, 3),

@@ -28,35 +28,42 @@ def display_rgb(image_yxc: np.ndarray) -> np.ndarray:
 
 def probability_overlay(prob: np.ndarray, colour: str, *, max_alpha: float = 0.65) -> np.ndarray:
     """RGBA (h, w, 4) uint8: ``colour`` with opacity growing with ``prob`` (NaN: clear)."""
-    p = np.nan_to_num(np.asarray(prob, np.float32), nan=0.0).clip(0, 1)
+    p = np.asarray(prob, np.float32)
     out = np.zeros((*p.shape, 4), np.uint8)
     out[..., :3] = hex_rgb(colour)
-    out[..., 3] = np.rint(p * max_alpha * 255).astype(np.uint8)
+    alpha = np.nan_to_num(p, nan=0.0)
+    np.clip(alpha, 0, 1, out=alpha)
+    alpha *= max_alpha * 255
+    np.rint(alpha, out=alpha)
+    out[..., 3] = alpha
     return out
 
 
 def label_overlay(labels: np.ndarray, colours: Mapping[int, str], *, alpha: float = 0.45) -> np.ndarray:
     """RGBA (h, w, 4) uint8 of label colours; labels without a colour (and 0) stay clear."""
-    out = np.zeros((*labels.shape, 4), np.uint8)
+    lut = np.zeros((256, 4), np.uint8)
     for value, colour in colours.items():
-        if value == 0:
-            continue
-        m = labels == value
-        out[m, :3] = hex_rgb(colour)
-        out[m, 3] = int(alpha * 255)
-    return out
+        if 0 < value < 256:
+            lut[value] = [*hex_rgb(colour), int(alpha * 255)]
+    return lut[np.asarray(labels, np.uint8)]
 
 
-def write_preview(path: Path, thumbnail_yxc: np.ndarray, overlay_rgba: np.ndarray | None) -> None:
-    """Composite ``overlay_rgba`` (any size; stretched over the whole image, nearest
-    neighbour so tiles stay crisp) on the thumbnail and write a PNG atomically."""
+def write_preview(path: Path, thumbnail_yxc: np.ndarray, overlay_rgba: np.ndarray | None, *,
+                  overlay_box: tuple[float, float, float, float] | None = None) -> None:
+    """Composite ``overlay_rgba`` on the thumbnail and write a PNG atomically.
+
+    The overlay is stretched over the whole image with nearest neighbour (tiles stay
+    crisp); ``overlay_box`` (x0, y0, x1, y1, in overlay pixels) is the part of the
+    overlay that covers the thumbnail, e.g. a tile grid that runs past the slide's edge.
+    Only the overlay raster and one image of the thumbnail's size are allocated.
+    """
     from PIL import Image
 
     base = Image.fromarray(display_rgb(thumbnail_yxc)).convert("RGBA")
     if overlay_rgba is not None:
         over = Image.fromarray(np.ascontiguousarray(overlay_rgba), mode="RGBA").resize(
-            base.size, Image.Resampling.NEAREST
+            base.size, Image.Resampling.NEAREST, box=overlay_box
         )
-        base = Image.alpha_composite(base, over)
+        base.alpha_composite(over)
     with atomic_path(Path(path)) as tmp:
         base.convert("RGB").save(tmp, format="PNG", compress_level=3)  # optimize=True costs seconds
