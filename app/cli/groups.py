@@ -31,6 +31,7 @@ BENCH_MODULES: list[str] = [
     "tessera.app.cli.bench_run",
     "tessera.app.cli.bench_volume",
     "tessera.app.cli.bench_sam",
+    "tessera.app.cli.bench_view",
 ]
 
 

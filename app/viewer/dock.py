@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from tessera.app.viewer import annotations as ann
+from tessera.app.viewer import annotation_shapes as ann
 from tessera.app.viewer.layers import FRAME_KEY, SOURCE_KEY
 from tessera.app.viewer.live_adapter import LiveOverlayAdapter
 from tessera.app.viewer.tasks import BackgroundTask, QtProgress, preload_modules
@@ -132,6 +132,7 @@ class TesseraDock(QWidget):
         self.adapter: LiveOverlayAdapter | None = None
         self.task: BackgroundTask | None = None
         self.last_run: dict[str, Any] | None = None
+        self._live_error_text = ""
         self._plugins: dict[str, Any] = {}
         self._build()
         self.refresh_plugins()
@@ -393,10 +394,12 @@ class TesseraDock(QWidget):
         if self.adapter is not None:
             s = self.adapter.live.stats
             extra = f"; reusing {Path(s.run_output).name}" if s.run_output else ""
+            failed = f"; {s.failed} failed (error: {self._live_error_text})" if s.failed else ""
             self.status.setText(f"view: {done}/{total} tiles · computed {s.tiles_computed}, "
-                                f"cached {s.cache_hits}{extra}")
+                                f"cached {s.cache_hits}{extra}{failed}")
 
     def _live_error(self, message: str) -> None:
+        self._live_error_text = message
         self.status.setText(f"error: {message}")
 
     def run_whole_image(self) -> BackgroundTask | None:

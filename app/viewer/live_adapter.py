@@ -85,10 +85,14 @@ class LiveOverlayAdapter(QObject):
         self.last_complete_s: float | None = None
         self._view_changed_at: float | None = None
         self._closed = False
+        self._errors_shown: set[str] = set()
 
         self._repaint_timer = QTimer(self)
         self._repaint_timer.setInterval(int(repaint_ms))
-        self._repaint_timer.timeout.connect(self._repaint)
+        self._repaint_timer.timeout.connect(self._repaint_tick)
+        self.repaint_ms = int(repaint_ms)
+        self._last_tick: float | None = None
+        self._late_ema_ms = 0.0
         self._view_timer = QTimer(self)
         self._view_timer.setSingleShot(True)
         self._view_timer.setInterval(int(debounce_ms))
@@ -147,7 +151,7 @@ class LiveOverlayAdapter(QObject):
         if self.raster is None:
             return
         if update.kind == "view-complete":
-            self._repaint()
+            self._repaint(thumbnail=True)
             if self._view_changed_at is not None:
                 self.last_complete_s = time.perf_counter() - self._view_changed_at
             self.progress.emit(update.view_done, update.view_total)
@@ -166,6 +170,9 @@ class LiveOverlayAdapter(QObject):
         if self._closed:
             return
         message = f"{self.model.id}: {exc}"
+        if message in self._errors_shown:
+            return  # every failing batch says the same: tell the user once
+        self._errors_shown.add(message)
         self.error.emit(message)
         try:
             from napari.utils.notifications import show_error
@@ -174,14 +181,35 @@ class LiveOverlayAdapter(QObject):
         except Exception:  # notifications are best effort
             log.error(message)
 
-    def _repaint(self) -> None:
-        if not self._dirty:
+    def _repaint_tick(self) -> None:
+        """The repaint timer: repaint, and space repaints by how busy the UI thread is.
+
+        A timer that fires late measures the UI thread's load (mostly drawing frames:
+        a few ms on a GPU, ~100-300 ms under software OpenGL). Repaints are then spaced
+        to at least 3x that lateness, so the overlay never takes more than about a
+        quarter of the UI thread whatever the renderer, and the user's pans get the rest.
+        """
+        now = time.perf_counter()
+        if self._last_tick is not None:
+            late = max(0.0, (now - self._last_tick) * 1000 - self._repaint_timer.interval())
+            self._late_ema_ms = 0.7 * self._late_ema_ms + 0.3 * late
+            interval = int(min(1000, max(self.repaint_ms, 3 * self._late_ema_ms)))
+            if abs(interval - self._repaint_timer.interval()) > 10:
+                self._repaint_timer.setInterval(interval)
+        self._repaint()
+        self._last_tick = time.perf_counter()
+
+    def _repaint(self, thumbnail: bool = False) -> None:
+        """Redraw the overlay layers if results arrived (at most every ``repaint_ms``);
+        the layer-list thumbnails only when a view completes (they cost a repaint of
+        the layer list each)."""
+        if not self._dirty and not thumbnail:
             return
         self._dirty = False
         self.repaints += 1
         for layer in (self.heat_layer, self.labels_layer):
             if layer is not None:
-                layer.refresh()
+                layer.refresh(thumbnail=thumbnail)
 
     # ---- layers ----------------------------------------------------------------------
     def _create_layers(self) -> None:
