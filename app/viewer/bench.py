@@ -211,49 +211,63 @@ def run_view_bench(slide: Path, plugin: Any, *, regions: int = 5, pan_steps: int
     h, wd = source.spatial_shape(0)[-2:]
     cam = camera(w.viewer)
 
-    def still() -> None:
-        cam.center = frame.l0_to_world_yx((h / 2, wd / 2))
+    tissue_rc = np.argwhere(grid.selected).mean(axis=0) if grid.selected.any() else np.array(grid.grid_shape) / 2
+    tissue_l0 = ((tissue_rc[0] + 0.5) * cy, (tissue_rc[1] + 0.5) * cx)
+
+    def position_still() -> None:
+        cam.center = frame.l0_to_world_yx(tissue_l0)
         cam.zoom = 1.0 / (8 * frame.yx_spacing[0])  # 8 level-0 px per screen px: many tiles in view
+
+    def still() -> None:
         _pump_for(phase_s)
 
+    pan_zoom = 1.0 / (2 * frame.yx_spacing[0])
+    pan_step = 0.25 * results["canvas_hw"][1] / pan_zoom
+
+    def position_pan() -> None:
+        cam.zoom = pan_zoom
+        cam.center = (frame.l0_to_world_yx(tissue_l0)[0], frame.l0_to_world_yx((0, wd * 0.2))[1])
+
     def panning() -> None:
-        zoom = 1.0 / (2 * frame.yx_spacing[0])
-        cam.zoom = zoom
-        step_world = 0.25 * results["canvas_hw"][1] / zoom
-        y = frame.l0_to_world_yx((h * 0.3, 0))[0]
-        x0 = frame.l0_to_world_yx((0, wd * 0.2))[1]
+        y, x0 = cam.center[-2:]
         end = time.perf_counter() + phase_s
         k = 0
         while time.perf_counter() < end:
-            cam.center = (y, x0 + k * step_world)
             k += 1
+            cam.center = (y, x0 + k * pan_step)
             _pump_for(0.1)
 
     stall: dict[str, Any] = {}
     # what drawing alone costs: the still view redrawn 10 times a second, no inference
     from qtpy.QtCore import QTimer
 
+    position_still()
+    _pump_for(1.0)
     redraw = QTimer()
     redraw.setInterval(100)
     redraw.timeout.connect(canvas._scene_canvas.update)
-    still()
     redraw.start()
     with StallProbe() as probe:
         still()
     redraw.stop()
     stall["still_redraw_10hz_no_live"] = probe.summary()
     log(f"stall still_redraw_10hz_no_live: {stall['still_redraw_10hz_no_live']}")
-    for name, motion in (("still", still), ("panning", panning)):
-        for live_on in (False, True):
-            if live_on:
+    for name, position, motion in (("still", position_still, still), ("panning", position_pan, panning)):
+        for live_on in (True, False):
+            w.dock.stop_overlay()
+            shared_display_cache().clear()
+            position()
+            _pump_for(1.0)
+            if live_on:  # a fresh controller: nothing cached, inference runs through the probe
                 w.dock.start_overlay(follow_camera=True, reuse=False)
-            else:
-                w.dock.stop_overlay()
-            motion()  # position first, outside the probe
             with StallProbe() as probe:
                 motion()
             key = f"{name}_{'live' if live_on else 'no_live'}"
             stall[key] = probe.summary()
+            if live_on and w.dock.adapter is not None:
+                done, total = w.dock.adapter.live.view_progress()
+                stall[key] |= {"tiles_computed": w.dock.adapter.live.stats.tiles_computed,
+                               "view_still_pending": total - done}
             log(f"stall {key}: {stall[key]}")
             w.dock.stop_overlay()
     results["ui_stall"] = stall

@@ -211,7 +211,7 @@ class TesseraDock(QWidget):
         aform.addRow(apply)
         brow = QHBoxLayout()
         new = QPushButton("Draw")
-        new.clicked.connect(self.annotation_layer)
+        new.clicked.connect(self.draw_annotation)
         contours = QPushButton("Contours → annotations")
         contours.clicked.connect(self.contours_to_annotations)
         brow.addWidget(new)
@@ -232,13 +232,7 @@ class TesseraDock(QWidget):
     def image_layer(self) -> Any | None:
         """The image the dock works on: the active layer if it is a Tessera image, else
         the top-most Tessera image."""
-        active = self.viewer.layers.selection.active
-        if active is not None and SOURCE_KEY in getattr(active, "metadata", {}):
-            return active
-        for layer in reversed(self.viewer.layers):
-            if SOURCE_KEY in getattr(layer, "metadata", {}):
-                return layer
-        return None
+        return tessera_image_layer(self.viewer)
 
     def _active_changed(self, event: Any = None) -> None:
         layer = self.image_layer()
@@ -562,19 +556,13 @@ class TesseraDock(QWidget):
     # ---- annotations ------------------------------------------------------------------------
     def annotation_layer(self) -> Any:
         """The Shapes layer annotations live in (created over the image if missing)."""
-        for layer in self.viewer.layers:
-            if layer.name == ANNOTATION_LAYER and layer._type_string == "shapes":
-                return layer
         image = self.image_layer()
-        kw: dict[str, Any] = {}
-        if image is not None:
-            frame = image.metadata[FRAME_KEY]
-            kw = {"scale": frame.yx_spacing, "units": (frame.pint_unit,) * 2}
-        layer = self.viewer.add_shapes(name=ANNOTATION_LAYER, edge_width=2.0, edge_color="#ffcc00",
-                                       face_color=[0, 0, 0, 0], features={"name": [], "class": []},
-                                       text={"string": "{name}", "size": 10, "color": "white"}, **kw)
-        layer.feature_defaults["name"] = ""
-        layer.feature_defaults["class"] = ""
+        return annotation_layer(self.viewer, None if image is None else image.metadata[FRAME_KEY])
+
+    def draw_annotation(self) -> Any:
+        """Select the Annotations layer in polygon-drawing mode."""
+        layer = self.annotation_layer()
+        self.viewer.layers.selection.active = layer
         layer.mode = "add_polygon"
         return layer
 
@@ -602,38 +590,11 @@ class TesseraDock(QWidget):
         return image.metadata[FRAME_KEY]
 
     def _add_shapes(self, shapes: ann.ShapeSet, colours: dict[str, str] | None = None) -> int:
-        if not len(shapes):
-            return 0
-        layer = self.annotation_layer()
-        frame = self._frame()
-        # shape data are in the layer's data frame: world / layer scale
-        scale = np.asarray(layer.scale[-2:], dtype=np.float64)
-        data = [d / scale for d in shapes.data]
-        edge = [colours.get(c, ann.DEFAULT_CLASS_COLOUR) if colours else ann.DEFAULT_CLASS_COLOUR
-                for c in shapes.classes]
-        n0 = len(layer.data)
-        layer.add(data, shape_type=shapes.shape_types, edge_color=edge, face_color=[0, 0, 0, 0])
-        feats = layer.features
-        for j in range(len(shapes)):
-            feats.loc[n0 + j, "name"] = shapes.names[j]
-            feats.loc[n0 + j, "class"] = shapes.classes[j]
-        layer.features = feats
-        layer.refresh_text()
-        del frame
-        return len(shapes)
+        return add_annotation_shapes(self.viewer, self._frame(), shapes, colours)
 
     def current_shapes(self) -> ann.ShapeSet:
         """The annotation layer's shapes in world coordinates, with names and classes."""
-        layer = self.annotation_layer()
-        scale = np.asarray(layer.scale[-2:], dtype=np.float64)
-        feats = layer.features
-        out = ann.ShapeSet()
-        for i, (data, kind) in enumerate(zip(layer.data, layer.shape_type, strict=True)):
-            name = str(feats["name"].iloc[i]) if "name" in feats and i < len(feats) else ""
-            cls = str(feats["class"].iloc[i]) if "class" in feats and i < len(feats) else ""
-            out.add(np.asarray(data)[:, -2:] * scale, kind, "" if name == "nan" else name,
-                    "" if cls == "nan" else cls)
-        return out
+        return layer_shapes(self.annotation_layer())
 
     def class_colours(self) -> dict[str, str]:
         p = self.plugin()
@@ -691,6 +652,71 @@ class TesseraDock(QWidget):
         if self.task is not None and self.task.running:
             self.task.cancel.set()
             self.task.join(timeout)
+
+
+def tessera_image_layer(viewer: Any) -> Any | None:
+    """The image Tessera tools work on: the active layer if it is a Tessera image, else
+    the top-most one."""
+    active = viewer.layers.selection.active
+    if active is not None and SOURCE_KEY in getattr(active, "metadata", {}):
+        return active
+    for layer in reversed(viewer.layers):
+        if SOURCE_KEY in getattr(layer, "metadata", {}):
+            return layer
+    return None
+
+
+def annotation_layer(viewer: Any, frame: Any | None) -> Any:
+    """The viewer's "Annotations" Shapes layer (name and class per shape), made if missing."""
+    for layer in viewer.layers:
+        if layer.name == ANNOTATION_LAYER and layer._type_string == "shapes":
+            return layer
+    kw: dict[str, Any] = {}
+    if frame is not None:
+        kw = {"scale": frame.yx_spacing, "units": (frame.pint_unit,) * 2}
+    layer = viewer.add_shapes(name=ANNOTATION_LAYER, edge_width=2.0, edge_color="#ffcc00",
+                              face_color=[0, 0, 0, 0], features={"name": [], "class": []},
+                              text={"string": "{name}", "size": 10, "color": "white"}, **kw)
+    layer.feature_defaults["name"] = ""
+    layer.feature_defaults["class"] = ""
+    return layer
+
+
+def add_annotation_shapes(viewer: Any, frame: Any, shapes: ann.ShapeSet, colours: dict[str, str] | None = None) -> int:
+    """Append ``shapes`` (world coordinates) to the Annotations layer; returns how many."""
+    if not len(shapes):
+        return 0
+    layer = annotation_layer(viewer, frame)
+    scale = np.asarray(layer.scale[-2:], dtype=np.float64)  # shape data are world / layer scale
+    data = [d / scale for d in shapes.data]
+    edge = [(colours or {}).get(c, ann.DEFAULT_CLASS_COLOUR) for c in shapes.classes]
+    n0 = len(layer.data)
+    layer.add(data, shape_type=shapes.shape_types, edge_color=edge, face_color=[0, 0, 0, 0])
+    feats = layer.features
+    for j in range(len(shapes)):
+        feats.loc[n0 + j, "name"] = shapes.names[j]
+        feats.loc[n0 + j, "class"] = shapes.classes[j]
+    layer.features = feats
+    layer.refresh_text()
+    return len(shapes)
+
+
+def add_annotation_features(viewer: Any, frame: Any, features: list[dict[str, Any]]) -> int:
+    """Append QuPath features (level-0 coordinates) to the Annotations layer."""
+    shapes, colours = ann.features_to_shapes(features, frame)
+    return add_annotation_shapes(viewer, frame, shapes, colours)
+
+
+def layer_shapes(layer: Any) -> ann.ShapeSet:
+    """A Shapes layer's shapes in world (y, x), with their names and classes."""
+    scale = np.asarray(layer.scale[-2:], dtype=np.float64)
+    feats = layer.features
+    out = ann.ShapeSet()
+    for i, (data, kind) in enumerate(zip(layer.data, layer.shape_type, strict=True)):
+        name = str(feats["name"].iloc[i]) if "name" in feats and i < len(feats) else ""
+        cls = str(feats["class"].iloc[i]) if "class" in feats and i < len(feats) else ""
+        out.add(np.asarray(data)[:, -2:] * scale, kind, "" if name == "nan" else name, "" if cls == "nan" else cls)
+    return out
 
 
 def _whole_view(layer: Any):

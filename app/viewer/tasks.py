@@ -113,16 +113,19 @@ class QtProgress(QObject):
     def start(self, total: int | None, description: str = "") -> None:
         with self._lock:
             self.total, self.done, self.text = int(total or 0), 0, description
-        self._ui.post(self.changed.emit, 0, self.total, description)
+        self._ui.post(self._emit, 0, self.total, description)
 
     def advance(self, n: int = 1) -> None:
         with self._lock:
             self.done += int(n)
             done, total, text = self.done, self.total, self.text
-        self._ui.post(self.changed.emit, done, total, text)
+        self._ui.post(self._emit, done, total, text)
 
     def close(self) -> None:
         pass
+
+    def _emit(self, done: int, total: int, text: str) -> None:
+        self.changed.emit(done, total, text)
 
 
 class BackgroundTask(QObject):
@@ -151,9 +154,16 @@ class BackgroundTask(QObject):
         except BaseException as exc:  # reported to the UI thread, never raised here
             log.debug("background task failed", exc_info=True)
             self.error = exc
-            self._ui.post(self.failed.emit, exc)
+            self._ui.post(self._deliver_failed)
             return
-        self._ui.post(self.finished.emit, self.result)
+        self._ui.post(self._deliver_finished)
+
+    # the queue holds these bound methods, hence the task: it lives until it has reported
+    def _deliver_finished(self) -> None:
+        self.finished.emit(self.result)
+
+    def _deliver_failed(self) -> None:
+        self.failed.emit(self.error)
 
     @property
     def running(self) -> bool:
