@@ -396,9 +396,15 @@ class TesseraDock(QWidget):
         self._live_error_text = message
         self.status.setText(f"error: {message}")
 
-    def run_whole_image(self) -> BackgroundTask | None:
-        """Run the plugin's batch runner over the whole image in a worker thread."""
+    def run_whole_image(self) -> Any:
+        """Run the plugin over the whole image: tile-classify and segment-2d through the
+        batch runner in a worker thread (then shown as the overlay); other task kinds in
+        their own dock (CT, SAM, galaxies, catalysts), which this opens."""
         layer, plugin = self.image_layer(), self.plugin()
+        if plugin is not None and plugin.manifest.task not in LIVE_TASKS:
+            dock = open_tool(self.viewer, plugin.manifest.task, plugin)
+            if dock is not None:
+                return dock.run() if hasattr(dock, "run") and plugin.manifest.task == "segment-3d" else dock
         if layer is None or plugin is None:
             notify_error("open an image and choose a plugin first")
             return None
@@ -652,6 +658,40 @@ class TesseraDock(QWidget):
         if self.task is not None and self.task.running:
             self.task.cancel.set()
             self.task.join(timeout)
+
+
+#: task kind -> (module, class, title) of the Tessera dock that drives it
+TOOL_DOCKS: dict[str, tuple[str, str, str]] = {
+    "prompt-segment": ("tessera.app.viewer.sam_dock", "SamDock", "Prompt segmentation (SAM)"),
+    "segment-3d": ("tessera.app.viewer.ct_dock", "CtDock", "CT airways and vessels"),
+}
+
+
+def open_tool(viewer: Any, task: str, plugin: Any = None) -> Any | None:
+    """Show (making it on first use) the dock for task kind ``task`` with ``plugin``
+    selected; the galaxy and catalyst docks come from ``tessera.app.viewer.docks``.
+    None when no dock drives that kind."""
+    import importlib
+
+    if task not in TOOL_DOCKS:
+        try:
+            from tessera.app.viewer.docks import open_task_dock
+        except ImportError:
+            return None
+        return open_task_dock(viewer, task, plugin)
+    module, name, title = TOOL_DOCKS[task]
+    cls = getattr(importlib.import_module(module), name)
+    dock = next((w for w in viewer.window.dock_widgets.values() if isinstance(w, cls)), None)
+    if dock is None:
+        dock = cls(viewer)
+        viewer.window.add_dock_widget(dock, name=title, area="right", tabify=True)
+    parent = dock.parent()
+    if parent is not None:
+        parent.show()
+        parent.raise_()
+    if plugin is not None and hasattr(dock, "select_plugin"):
+        dock.select_plugin(plugin)
+    return dock
 
 
 def tessera_image_layer(viewer: Any) -> Any | None:

@@ -45,10 +45,11 @@ POSITIVE = "#2ecc40"
 NEGATIVE = "#ff4136"
 
 
-def default_session(plugin_id: str = "sam") -> Any:
+def default_session(plugin: Any = "sam") -> Any:
+    """A PromptSession on a prompt-segment plugin (id or Plugin)."""
     from tessera.pipelines.prompting.session import PromptSession
 
-    return PromptSession.from_plugin(plugin_id)
+    return PromptSession.from_plugin(plugin)
 
 
 class SamDock(QWidget):
@@ -59,6 +60,7 @@ class SamDock(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self._session_factory = session_factory
+        self._plugin: Any = None
         self.tool: PromptTool | None = None
         self._image: Any = None
         self.points_layer: Any = None
@@ -121,6 +123,16 @@ class SamDock(QWidget):
         except Exception as exc:
             log.warning("cannot list plugins: %s", exc)
 
+    def select_plugin(self, plugin: Any) -> None:
+        """Use ``plugin`` (id or Plugin, task prompt-segment) for the next image."""
+        pid = plugin if isinstance(plugin, str) else plugin.id
+        if self.model_combo.findData(pid) < 0:
+            name = pid if isinstance(plugin, str) else plugin.manifest.name
+            self.model_combo.addItem(f"{name} ({pid})", pid)
+        self.model_combo.setCurrentIndex(self.model_combo.findData(pid))
+        self._plugin = plugin
+        self.tool = None  # a new session on the next prompt
+
     def _bind_keys(self) -> None:
         bindings = {"s": self.segment, "c": self.commit, "Shift-C": self.clear, "t": self.toggle_label}
         for key, fn in bindings.items():
@@ -140,10 +152,13 @@ class SamDock(QWidget):
             return False
         if image is self._image and self.tool is not None:
             return True
+        if self.points_layer is not None and self.points_layer in self.viewer.layers:
+            for layer in (self.points_layer, self.box_layer):
+                self.viewer.layers.remove(layer)
         self._image = image
         source = image.metadata[SOURCE_KEY]
-        session = self._session_factory() if self._session_factory else default_session(
-            self.model_combo.currentData() or "sam")
+        chosen = self._plugin if self._plugin is not None else (self.model_combo.currentData() or "sam")
+        session = self._session_factory() if self._session_factory else default_session(chosen)
         window = None
         if not source.is_rgb and "Z" in source.axes:
             from tessera.app.viewer.layers import intensity_window

@@ -19,7 +19,7 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QFileDialog, QLabel, QMenu
 
 from tessera.app.viewer.compat import camera, scale_bar
-from tessera.app.viewer.dock import TesseraDock, notify_error
+from tessera.app.viewer.dock import TesseraDock, notify_error, open_tool
 from tessera.app.viewer.frame import describe_position
 from tessera.app.viewer.layers import FRAME_KEY, SOURCE_KEY, source_layer_data
 from tessera.app.viewer.recent import add_recent, load_recent
@@ -70,6 +70,7 @@ class TesseraWindow:
         camera(self.viewer).events.zoom.connect(self._zoom_changed)
         self._cursor_world: tuple[float, ...] | None = None
         self._add_menus()
+        self._add_tools_menu()
         self._drop_filter = _DropFilter(self)
         qt_viewer = self.viewer.window._qt_viewer
         qt_viewer.installEventFilter(self._drop_filter)
@@ -123,6 +124,24 @@ class TesseraWindow:
         else:
             menu.addMenu(self._recent_menu)
         self._refresh_recent()
+
+    def _add_tools_menu(self) -> None:
+        bar = self.viewer.window._qt_window.menuBar()
+        menu = bar.addMenu("Tessera")
+        for task, title in (("prompt-segment", "Prompt segmentation (SAM)"),
+                            ("segment-3d", "CT airways and vessels"),
+                            ("detect-classify", "Galaxy morphology"),
+                            ("spectra-regress", "Catalyst screening")):
+            action = menu.addAction(title)
+            action.triggered.connect(lambda _=False, t=task: self.open_tool(t))
+        self._tools_menu = menu
+
+    def open_tool(self, task: str) -> Any:
+        """Show the dock for a task kind (SAM, CT, galaxies, catalysts)."""
+        dock = open_tool(self.viewer, task)
+        if dock is None:
+            notify_error(f"no dock for {task} models in this installation")
+        return dock
 
     def _refresh_recent(self) -> None:
         self._recent_menu.clear()

@@ -71,20 +71,19 @@ def export_geojson(raster: OverlayRaster, source: Source, path: Path, *, tiles: 
 
 
 def export_png(raster: OverlayRaster, source: Source, path: Path, *, max_px: int = 2048) -> Path:
-    """A thumbnail of the slide with the overlay drawn over it."""
-    from tessera.pipelines.runners.slide import sample_for_preview
+    """A thumbnail of the slide with the overlay drawn over it (as ``tessera run``'s
+    preview: the small overlay raster stretched over the thumbnail)."""
     from tessera.pipelines.tiling.tissue import thumbnail_yxc
 
     thumb = thumbnail_yxc(source, max_px, max_px // 2)
     probs, labels = raster.snapshot()
     model = raster.model
-    l0 = raster.grid.l0_shape_yx
     pos = model.positive_index
     if pos is not None:
-        p = sample_for_preview(probs[pos], raster.l0_per_px_yx, l0, thumb.shape[:2])
-        overlay = probability_overlay(p, model.classes[pos][1])
+        overlay = probability_overlay(probs[pos], model.classes[pos][1])
     else:
-        lab = sample_for_preview(labels, raster.l0_per_px_yx, l0, thumb.shape[:2])
-        overlay = label_overlay(lab, {k + 1: c for k, (_, c) in enumerate(model.classes)})
-    write_preview(Path(path), thumb, overlay)
+        overlay = label_overlay(labels, {k + 1: c for k, (_, c) in enumerate(model.classes)})
+    h, w = raster.grid.l0_shape_yx
+    fy, fx = raster.l0_per_px_yx
+    write_preview(Path(path), thumb, overlay, overlay_box=(0, 0, w / fx, h / fy))
     return Path(path)

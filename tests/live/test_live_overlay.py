@@ -296,3 +296,42 @@ def test_segment_2d_cells_land_in_the_raster(source, plugin_dirs, slide, test_pl
     ref_small = ref_small.reshape(ref.shape[0] // f, f, ref.shape[1] // f, f).mean(axis=(1, 3))
     got = raster.probs[1, : ref_small.shape[0], : ref_small.shape[1]]
     assert np.mean(np.abs(got - ref_small)) < 0.05
+
+
+def test_exports_match_what_was_computed(tmp_path, synth, slide, tile_plugin):
+    import json
+
+    from PIL import Image
+
+    import tessera
+    from tessera.pipelines.live import export
+
+    path = synth.write_slide_file(tmp_path / "exp.tif", slide.image, mpp=slide.mpp)
+    rec = Recorder()
+    with tessera.open(path) as src, LiveOverlay(src, tile_plugin, on_update=rec, reuse=False) as live:
+        live.set_view(ViewBox(0, 0, 768, 2304))  # the top half only
+        assert live.wait_idle(60)
+        raster = OverlayRaster(live.grid, live.model)
+        for u in rec.updates:
+            raster.apply(u)
+        n_known = int(raster.known().sum())
+        assert 0 < n_known < live.grid.n_selected
+        n = export.export_geojson(raster, src, tmp_path / "o.geojson")
+        export.export_png(raster, src, tmp_path / "o.png", max_px=576)
+        export.export_ome_zarr(raster, src, tmp_path / "o.ome.zarr")
+    feats = json.loads((tmp_path / "o.geojson").read_text())["features"]
+    assert n == len(feats)
+    assert sum(f["properties"]["objectType"] == "detection" for f in feats) == n_known
+    heat = tessera.open(tmp_path / "o.ome.zarr")
+    p = np.asarray(heat.levels[0])[1]
+    np.testing.assert_array_equal(p > 0, np.nan_to_num(raster.probs[1]) > 0.5 / 255)
+    png = np.asarray(Image.open(tmp_path / "o.png").convert("RGB")).astype(int)
+    # tumour tiles computed (top half) are tinted red; the bottom half is untouched
+    fy = png.shape[0] / slide.image.shape[0]
+    tum = slide.tumour[::4, ::4]
+    ys, xs = np.nonzero(tum[: tum.shape[0] // 2 - 8])
+    top_red = png[(ys * 4 * fy).astype(int), (xs * 4 * fy).astype(int)]
+    assert top_red[:, 0].mean() > top_red[:, 1].mean() + 60  # red over purple-dark tumour
+    ys2, xs2 = np.nonzero(tum[tum.shape[0] // 2 + 40 :])
+    bottom = png[((ys2 + tum.shape[0] // 2 + 40) * 4 * fy).astype(int), (xs2 * 4 * fy).astype(int)]
+    assert abs(bottom[:, 0].mean() - bottom[:, 2].mean()) < 60  # still purple, not tinted

@@ -156,6 +156,17 @@ def test_live_overlay_paints_tumour_tiles_and_never_glass(window, qtbot, slide_f
     assert w.dock.import_annotations(out) == n
     assert len(w.dock.annotation_layer().data) == 2 * n
 
+    # the whole image through the batch runner; the overlay then shows the run's results
+    task = w.dock.run_whole_image()
+    qtbot.waitUntil(lambda: not task.running and w.dock.last_run is not None, timeout=120_000)
+    summary = w.dock.last_run
+    assert summary["status"] == "finished" and summary["tiles"]["tissue"] == adapter.live.grid.n_selected
+    rerun = w.dock.adapter
+    qtbot.waitUntil(lambda: rerun.raster is not None and ui_queue().pending() == 0, timeout=60_000)
+    assert rerun.live.stats.run_output is not None
+    assert rerun.live.stats.tiles_from_run == summary["tiles"]["tissue"]
+    assert rerun.live.stats.tiles_computed == 0  # reused, not recomputed
+
 
 def test_errors_become_notifications_and_the_viewer_keeps_working(window, qtbot, slide_file, tmp_path,
                                                                   plugin_dirs, test_plugins):
@@ -185,6 +196,24 @@ def test_errors_become_notifications_and_the_viewer_keeps_working(window, qtbot,
     assert "error" in w.dock.status.text()
     w.dock.set_live(False)
     assert adapter.live.state == "closed" and not any(t.is_alive() for t in adapter.live.threads)
+
+    # recent files and drag and drop
+    from tessera.app.viewer.recent import load_recent
+
+    assert Path(slide_file).resolve() in [p.resolve() for p in load_recent()]
+    assert any(str(slide_file) in a.text() for a in w._recent_menu.actions())
+    from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
+    from qtpy.QtGui import QDropEvent
+
+    n_layers = len(viewer.layers)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(slide_file))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    # (Qt delivers a synthetic Drop only during a real drag, so the filter is called as
+    # QApplication would call it)
+    assert w._drop_filter.eventFilter(viewer.window._qt_viewer, drop) is True
+    assert len(viewer.layers) == n_layers + 1 and viewer.layers[-1].multiscale
 
     # the npe2 route: plain napari opens the slide through Tessera's reader, multiscale
     layers = viewer.open(str(slide_file), plugin="tessera")
@@ -292,3 +321,45 @@ def test_pan_and_zoom_while_live_reports_stall_and_rss(window, qtbot, tmp_path, 
     assert stats.dropped > 0  # panning faster than the model: stale tiles were dropped
     done, total = adapter.live.view_progress()
     assert done == total > 0
+
+
+@pytest.mark.slow
+def test_breast_vit_overlay_marks_the_synthetic_tumour(window, qtbot, tmp_path):
+    """The demo model live on a synthetic H&E slide: the heatmap is over the tumour of
+    the ground-truth mask, far less over benign tissue, and never over glass."""
+    from tessera.pipelines.plugin_system import get_plugin
+
+    plugin = get_plugin("breast-vit")
+    if not plugin.manifest.files:
+        pytest.skip("breast-vit ships no model files yet (its demo weights are not published)")
+    from tessera.pipelines.synthetic.slide import synth_slide
+
+    truth = synth_slide(tmp_path / "demo.svs", size_px=4096, seed=3)
+    w, viewer = window, window.viewer
+    [layer] = w.open(truth.slide_path)
+    frame = layer.metadata["tessera_frame"]
+    w.dock.select_plugin(plugin)
+    w.dock.set_live(True)
+    adapter = w.dock.adapter
+    wait_live_complete(qtbot, adapter, timeout_ms=180_000)
+    on = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(np.int16)
+    adapter.heat_layer.visible = False
+    qtbot.wait(50)
+    off = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(np.int16)
+    diff = np.abs(on - off).sum(axis=-1)
+    mask = truth.load_mask()  # 0 glass, 1 benign, 2 tumour; one pixel = mask_downsample level-0 px
+    ly, lx = screen_to_l0(viewer, frame, diff.shape)
+    r = np.clip((ly / truth.mask_downsample).astype(int), 0, mask.shape[0] - 1)
+    c = np.clip((lx / truth.mask_downsample).astype(int), 0, mask.shape[1] - 1)
+    inside = ((ly >= 0) & (ly < truth.size_yx_px[0]))[:, None] & ((lx >= 0) & (lx < truth.size_yx_px[1]))[None, :]
+    from scipy import ndimage
+
+    # away from region borders by one model tile (448 level-0 px at 1 µm/px)
+    grow = max(1, round(448 / truth.mask_downsample))
+    glass = ndimage.binary_erosion(mask == 0, iterations=grow)
+    tumour = ndimage.binary_erosion(mask == 2, iterations=grow)
+    benign = ndimage.binary_erosion(mask == 1, iterations=grow)
+    on_glass, on_tumour, on_benign = (inside & m[r[:, None], c[None, :]] for m in (glass, tumour, benign))
+    assert on_tumour.sum() > 1000 and on_glass.sum() > 1000
+    assert diff[on_glass].max() <= 3
+    assert diff[on_tumour].mean() > 3 * max(diff[on_benign].mean(), 1.0)
