@@ -8,15 +8,17 @@ deterministic algorithms, a fixed thread count; all data from stateless generato
    subtypes in turn, each with their own tissue and stain; split by patient (25 % held
    out, stratified by subtype). Tiles are what the slide runner feeds the model:
    ``TILE_PX`` pixels at ``MPP`` µm/px (the manifest's ``input``), the 100x BreakHis-like
-   magnification. Patient tiles come from fields rendered at half the pixel size and
-   area-averaged (like a pyramid level) with JPEG artefacts of a random quality; slide
-   tiles come from synthetic slides (normal breast with tumour; glass and tissue edges),
-   rendered at 0.25 µm/px and reduced 4x exactly as the SVS pyramid is, on the runner's
-   tile grid, labelled malignant when at least half of the tile is tumour.
-2. Model: the ``demo`` ViT (``model.py``), two heads: benign/malignant (cross-entropy,
-   label smoothing 0.05) and the eight subtypes (weight 0.5; slide tiles of normal
-   tissue have no subtype). AdamW (lr 6e-4, weight decay 0.05), linear warm-up then
-   cosine decay, batch 64, random flips and 90-degree rotations.
+   magnification. Patient tiles (BreakHis subtypes and normal breast) come from fields
+   rendered at that pixel size with JPEG artefacts of a random quality; slide tiles come
+   from synthetic slides (normal breast with a tumour; glass, tissue edges and tumour
+   borders), rendered at 0.25 µm/px and reduced 4x exactly as the SVS pyramid is, on the
+   runner's tile grid and on a grid shifted by half a tile.
+2. Model: the ``demo`` ViT (``model.py``), two heads. Benign/malignant: cross-entropy
+   against a soft target, the tumour share of the tile's tissue (1 or 0 for patient
+   tiles), label smoothing 0.05, so a tile is called malignant when most of its tissue
+   is tumour, the definition the slide heatmap is scored with. Subtypes: cross-entropy,
+   weight 0.5, only for tiles that have one. AdamW (lr 6e-4, weight decay 0.05), linear
+   warm-up then cosine decay, batch 64, random flips and 90-degree rotations.
 3. Held-out evaluation: tiles of held-out patients (accuracy, confusion matrices for
    both heads), BreakHis-like 700 x 460 patches at 100x of held-out patients rendered
    directly (no pyramid), classified by the mean of their 24 tiles, and tiles of
@@ -60,9 +62,10 @@ class Recipe:
     held_out_fraction: float = 0.25
     fields_per_patient: int = 4
     field_tiles: int = 4  # a field is field_tiles x field_tiles tiles
-    n_train_slides: int = 8
+    n_train_slides: int = 12
     n_held_slides: int = 2
-    slide_size_px: int = 4096  # at 0.25 µm/px: 1 mm slides
+    slide_size_px: int = 6144  # at 0.25 µm/px: 1.5 mm slides
+    slide_offsets_px: tuple[int, ...] = (0, 56)  # training grids (target px): aligned, half-shifted
     held_patches_per_patient: int = 2
     epochs: int = 5
     batch: int = 64
@@ -85,11 +88,13 @@ class Recipe:
 
 @dataclass
 class TileSet:
-    """Tiles (uint8 [N, H, W, 3]) with labels: malignant (0/1), subtype (-1: none),
-    group (patient or slide id, for per-group evaluation)."""
+    """Tiles (uint8 [N, H, W, 3]) with labels: malignant (0/1: at least half of the
+    tile's tissue is tumour), target (the tumour share of the tile's tissue, the soft
+    training target), subtype (-1: none), group (patient or slide id)."""
 
     tiles: np.ndarray
     malignant: np.ndarray
+    target: np.ndarray
     subtype: np.ndarray
     group: np.ndarray
 
@@ -97,7 +102,7 @@ class TileSet:
     def concat(cls, parts: list[TileSet]) -> TileSet:
         parts = [p for p in parts if len(p.tiles)]
         return cls(*[np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("tiles", "malignant", "subtype", "group")])
+                     ("tiles", "malignant", "target", "subtype", "group")])
 
     def __len__(self) -> int:
         return int(self.tiles.shape[0])
@@ -130,13 +135,15 @@ def patient_tiles(patient: Any, recipe: Recipe, *, tile_px: int, mpp: float,
     t = np.concatenate(tiles)
     n = len(t)
     return TileSet(t, np.full(n, int(patient.malignant), np.int64),
+                   np.full(n, float(patient.malignant), np.float32),
                    np.full(n, subtype, np.int64), np.full(n, group, np.int64))
 
 
 def slide_tiles(seed: int, recipe: Recipe, *, tile_px: int, mpp: float, group: int,
-                min_tissue: float = 0.1) -> TileSet:
+                offsets_px: tuple[int, ...] = (0,), min_tissue: float = 0.1) -> TileSet:
     """Tiles of a synthetic slide on the runner's grid (target-frame multiples of the
-    tile), read like level 1 of its SVS: rendered at 0.25 µm/px, 4x area-averaged, JPEG 90."""
+    tile), and on grids shifted by ``offsets_px`` (more tumour-border cases), read like
+    level 1 of its SVS: rendered at 0.25 µm/px, 4x area-averaged, JPEG quality 90."""
     from tessera.pipelines.synthetic.breakhis import jpeg_roundtrip
     from tessera.pipelines.synthetic.histology import BREAKHIS_SUBTYPES, LABEL_GLASS, LABEL_TUMOUR
     from tessera.pipelines.synthetic.slide import slide_scene
@@ -148,21 +155,27 @@ def slide_tiles(seed: int, recipe: Recipe, *, tile_px: int, mpp: float, group: i
     scene = slide_scene((size, size), seed)
     sub = BREAKHIS_SUBTYPES.index(scene.layout.malignant.name)
     n_cells = math.ceil(size / factor / tile_px)
-    # label fractions from the truth on an 8x8 sub-grid of each tile cell
-    k = 8
-    c = (np.arange(n_cells * k) + 0.5) * (tile_px * mpp / k)
-    lab = scene.labels(c[:, None], c[None, :]).reshape(n_cells, k, n_cells, k)
-    tissue = (lab != LABEL_GLASS).mean(axis=(1, 3))
-    tumour = (lab == LABEL_TUMOUR).mean(axis=(1, 3))
-    rows, cols = np.nonzero(tissue >= min_tissue)
-    tiles = np.empty((len(rows), tile_px, tile_px, 3), np.uint8)
     l0_tile = tile_px * factor
-    for i, (r, cc) in enumerate(zip(rows, cols, strict=True)):
-        fine = scene.render(int(r) * l0_tile, int(cc) * l0_tile, l0_tile, l0_tile, mpp=l0_mpp)
-        tiles[i] = jpeg_roundtrip(area_reduce(fine, factor), 90)
-    mal = (tumour[rows, cols] >= 0.5 * np.maximum(tissue[rows, cols], 1e-6)).astype(np.int64)
-    return TileSet(tiles, mal, np.where(mal == 1, sub, -1).astype(np.int64),
-                   np.full(len(rows), group, np.int64))
+    parts = []
+    for off in offsets_px:
+        # tissue and tumour shares from the truth on an 8x8 sub-grid of each tile
+        k = 8
+        c = (off + (np.arange(n_cells * k) + 0.5) * (tile_px / k)) * mpp
+        lab = scene.labels(c[:, None], c[None, :]).reshape(n_cells, k, n_cells, k)
+        tissue = (lab != LABEL_GLASS).mean(axis=(1, 3))
+        tumour = (lab == LABEL_TUMOUR).mean(axis=(1, 3))
+        rows, cols = np.nonzero(tissue >= min_tissue)
+        tiles = np.empty((len(rows), tile_px, tile_px, 3), np.uint8)
+        o = off * factor
+        for i, (r, cc) in enumerate(zip(rows, cols, strict=True)):
+            fine = scene.render(int(r) * l0_tile + o, int(cc) * l0_tile + o, l0_tile, l0_tile,
+                                mpp=l0_mpp)
+            tiles[i] = jpeg_roundtrip(area_reduce(fine, factor), 90)
+        share = (tumour[rows, cols] / np.maximum(tissue[rows, cols], 1e-6)).astype(np.float32)
+        mal = (share >= 0.5).astype(np.int64)
+        parts.append(TileSet(tiles, mal, share, np.where(mal == 1, sub, -1).astype(np.int64),
+                             np.full(len(rows), group, np.int64)))
+    return TileSet.concat(parts)
 
 
 def held_out_patches(patient: Any, recipe: Recipe, *, tile_px: int) -> list[np.ndarray]:
@@ -266,8 +279,10 @@ def make_data(recipe: Recipe, seed: int, *, tile_px: int, mpp: float,
         progress.advance()
     slide_train, slide_held = [], []
     for j, s in enumerate(slide_seeds):
-        ts = slide_tiles(s, recipe, tile_px=tile_px, mpp=mpp, group=1000 + j)
-        (slide_train if j < recipe.n_train_slides else slide_held).append(ts)
+        is_train = j < recipe.n_train_slides
+        ts = slide_tiles(s, recipe, tile_px=tile_px, mpp=mpp, group=1000 + j,
+                         offsets_px=recipe.slide_offsets_px if is_train else (0,))
+        (slide_train if is_train else slide_held).append(ts)
         progress.advance()
     patches = []
     for p in held_p:
@@ -314,7 +329,7 @@ def fit(train_set: TileSet, recipe: Recipe, seed: int, manifest: Any,
         return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     rng = np.random.default_rng(sub_seed(seed, "breast-vit-order"))
-    ce = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    eps = recipe.label_smoothing
     ce_sub = torch.nn.CrossEntropyLoss(ignore_index=-1, label_smoothing=recipe.label_smoothing)
     progress.start(total, "training the demo ViT")
     step, losses = 0, []
@@ -326,12 +341,13 @@ def fit(train_set: TileSet, recipe: Recipe, seed: int, manifest: Any,
                 break
             idx = np.sort(order[b * recipe.batch : (b + 1) * recipe.batch])
             x = _to_tensor(_augment(train_set.tiles[idx], rng), manifest)
-            y = torch.from_numpy(train_set.malignant[idx])
+            t = torch.from_numpy(train_set.target[idx]) * (1 - eps) + eps / 2  # soft, smoothed
             ys = torch.from_numpy(train_set.subtype[idx])
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             logits, sub = model(x)
-            loss = ce(logits, y)
+            logp = torch.log_softmax(logits, dim=1)
+            loss = -(t * logp[:, 1] + (1 - t) * logp[:, 0]).mean()
             if bool((ys >= 0).any()):
                 loss = loss + recipe.subtype_weight * ce_sub(sub, ys)
             opt.zero_grad(set_to_none=True)
@@ -480,3 +496,57 @@ def publish(run_dir: str | Path) -> None:
     record = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     metrics = record.get("metrics", record)  # `tessera train` wraps the recipe's metrics
     (weights / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    card_path = PLUGIN_DIR / "MODEL_CARD.md"
+    card = card_path.read_text(encoding="utf-8")
+    start, end = "<!-- metrics:start -->", "<!-- metrics:end -->"
+    head, rest = card.split(start, 1)
+    card_path.write_text(head + start + "\n" + metrics_markdown(metrics) + end
+                         + rest.split(end, 1)[1], encoding="utf-8")
+
+
+def _matrix(rows: list[list[int]], names: list[str]) -> str:
+    out = ["| truth \\ predicted | " + " | ".join(names) + " |",
+           "|---|" + "---:|" * len(names)]
+    out += [f"| {n} | " + " | ".join(str(v) for v in row) + " |"
+            for n, row in zip(names, rows, strict=True)]
+    return "\n".join(out)
+
+
+def metrics_markdown(m: dict[str, Any]) -> str:
+    """The model card's results section from a run's metrics."""
+    subtypes = [s.replace("_", " ") for s in m["subtypes"]]
+    files_ = "\n".join(f"- `weights/{k}`: {v['bytes'] / 2**20:.2f} MiB, sha256 `{v['sha256']}`"
+                        for k, v in m["files"].items())
+    return f"""
+## Results on held-out synthetic data (seed 0)
+
+| held-out set | n | accuracy |
+|---|---:|---:|
+| BreakHis-like 700 x 460 patches at 100x (mean of 24 tiles) | {m['held_out_patches']} | {m['held_out_patch_accuracy']:.3f} |
+| tiles of held-out patients (112 px, 1 µm/px) | {m['held_out_tiles']} | {m['held_out_tile_accuracy']:.3f} |
+| tiles of held-out slides | {m['held_out_slide_tiles']} | {m.get('held_out_slide_tile_accuracy', float('nan')):.3f} (Dice {m.get('held_out_slide_tile_dice', float('nan')):.3f}) |
+| subtype, patches / tiles | | {m.get('held_out_patch_subtype_accuracy', float('nan')):.3f} / {m['held_out_subtype_accuracy']:.3f} |
+
+Held-out patients: {", ".join(m["held_out_patients"])}.
+
+Confusion, held-out patient tiles (benign / malignant):
+
+{_matrix(m["held_out_tile_confusion"], ["benign", "malignant"])}
+
+Confusion, held-out patches:
+
+{_matrix(m["held_out_patch_confusion"], ["benign", "malignant"])}
+
+Subtype confusion, held-out patient tiles:
+
+{_matrix(m["held_out_subtype_confusion"], subtypes)}
+
+Training: {m['train_tiles']} tiles ({100 * m['train_malignant_fraction']:.0f}% malignant), {m['steps']} steps;
+CPU time {m['cpu_seconds_data']:.0f} s rendering data + {m['cpu_seconds_train']:.0f} s training
+({m['cpu_seconds_total']:.0f} s in all, {m['threads']} threads; wall time {m['wall_seconds_total']:.0f} s on a shared
+2-core machine). ONNX export: {m['onnx_exporter']} exporter, opset {m['onnx_opset']}, max |torch - ONNX Runtime|
+{m['onnx_parity_max_abs_diff']:.1e}.
+
+{files_}
+
+"""
