@@ -33,27 +33,14 @@ def bench_read_command(
 ) -> None:
     """Decoded RGB tiles/s and MB/s of the tiff-tiles fast path and of openslide.read_region,
     at each thread count, in one run; prints the ratio and the scaling with threads."""
-    from rich.progress import Progress
-
+    from tessera.app.cli.progress import RichReporter, progress_bar
     from tessera.pipelines.bench.read import FAST, OPENSLIDE, bench_read
 
     counts = _thread_counts(threads)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("reading", total=None)
-
-        class _Reporter:
-            def start(self, total: int | None, description: str = "") -> None:
-                bar.update(task, total=total, description=description)
-
-            def advance(self, n: int = 1) -> None:
-                bar.advance(task, n)
-
-            def close(self) -> None:
-                pass
-
+    with progress_bar(transient=True) as bar:
         result = bench_read(
             slide, tiles=tiles, threads=counts, repeats=repeats, level=level, seed=seed,
-            progress=_Reporter(),
+            progress=RichReporter(bar),
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

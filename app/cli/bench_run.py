@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tessera.app.cli.console import console, err_console
+from tessera.app.cli.console import console
 
 
 def bench_run(
@@ -27,8 +27,7 @@ def bench_run(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Throughput of tessera run against the model alone and a naive loop; peak memory."""
-    from rich.progress import Progress
-
+    from tessera.app.cli.progress import RichReporter, progress_bar
     from tessera.pipelines.bench.run import bench_run as run_bench
 
     try:
@@ -36,23 +35,10 @@ def bench_run(
     except ValueError:
         raise typer.BadParameter(f"--rss takes sizes like 10000,60000, not {rss!r}", param_hint="--rss") from None
 
-    class _Bar:
-        def __init__(self, progress):
-            self.p, self.t = progress, progress.add_task("bench run", total=None)
-
-        def start(self, total, description=""):
-            self.p.reset(self.t, total=total, description=description)
-
-        def advance(self, n=1):
-            self.p.advance(self.t, n)
-
-        def close(self):
-            pass
-
-    with Progress(console=err_console, disable=as_json) as progress:
+    with progress_bar(quiet=as_json) as progress:
         report = run_bench(cache=cache, plugin=plugin, size_px=size, batch_size=batch_size, threads=threads,
                            repeats=repeats, rss_sizes=rss_sizes, compare_schedulers=schedulers,
-                           rss_plugin=rss_plugin, progress=_Bar(progress))
+                           rss_plugin=rss_plugin, progress=RichReporter(progress))
     (cache / "bench_run.json").write_text(json.dumps(report, indent=2))
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -33,25 +33,12 @@ def _slide(size: int, slide: Path | None) -> Path:
 
     path = cache_dir("bench") / f"view-slide-{size}.svs"
     if not path.exists():
-        from rich.progress import Progress
-
+        from tessera.app.cli.progress import RichReporter, progress_bar
         from tessera.pipelines.synthetic.slide import synth_slide
 
         console.print(f"making a {size} x {size} synthetic slide once (cached at {path}); this takes a while")
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("writing tiles", total=None)
-
-            class _Reporter:
-                def start(self, total: int | None, description: str = "") -> None:
-                    bar.update(task, total=total)
-
-                def advance(self, n: int = 1) -> None:
-                    bar.advance(task, n)
-
-                def close(self) -> None:
-                    pass
-
-            synth_slide(path, size_px=size, seed=7, progress=_Reporter())
+        with progress_bar(transient=True) as bar:
+            synth_slide(path, size_px=size, seed=7, progress=RichReporter(bar))
     return path
 
 

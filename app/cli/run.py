@@ -46,22 +46,6 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-class _RichReporter:
-    """ProgressReporter over one rich Progress task (thread-safe: rich locks)."""
-
-    def __init__(self, progress: Any, task_id: int) -> None:
-        self._progress, self._task = progress, task_id
-
-    def start(self, total: int | None, description: str = "") -> None:
-        self._progress.reset(self._task, total=total, description=description or "working")
-
-    def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
-
-    def close(self) -> None:
-        pass
-
-
 def run(
     plugin: str = typer.Argument(..., help="Plugin id (see `tessera plugins list`) or plugin folder."),
     inputs: list[Path] = typer.Argument(..., help="Input files or folders (slides, volumes, zarr, DICOM series)."),
@@ -121,30 +105,18 @@ def run(
 
 
 def _run_all(runner: Any, plugin: Any, items: list[tuple[str, Path]], out: Path, options: Any, *, quiet: bool) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    from tessera.app.cli.progress import RichReporter, progress_bar
     from tessera.pipelines.errors import TesseraError
     from tessera.pipelines.progress import Cancelled, NullProgress
 
     cancel = threading.Event()
     counts = {"finished": 0, "skipped": 0, "failed": 0}
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=err_console, disable=quiet, transient=False,
-    )
+    progress = progress_bar(quiet=quiet, rate=True)
     with progress:
         overall = progress.add_task(f"{plugin.id}: inputs", total=len(items), rate="")
         for stem, path in items:
             task = progress.add_task(f"{stem}", total=None, rate="")
-            reporter = NullProgress() if quiet else _RateReporter(progress, task)
+            reporter = NullProgress() if quiet else RichReporter(progress, task, show_rate=True)
             t0 = time.perf_counter()
             record: dict[str, Any] = {"input": str(path), "out_dir": str(out / stem), "plugin": plugin.id}
             try:
@@ -181,16 +153,6 @@ def _run_all(runner: Any, plugin: Any, items: list[tuple[str, Path]], out: Path,
         console.print(f"{len(items)} input(s): {counts['finished']} finished, {counts['skipped']} already "
                       f"finished, {counts['failed']} failed; outputs in {out}", highlight=False)
     return counts["failed"]
-
-
-class _RateReporter(_RichReporter):
-    """Also shows tiles/s (rich computes the speed from recent advances)."""
-
-    def advance(self, n: int = 1) -> None:
-        super().advance(n)
-        task = next(t for t in self._progress.tasks if t.id == self._task)
-        speed = task.speed
-        self._progress.update(self._task, rate="" if not speed else f"{speed:.1f}/s")
 
 
 def _debug_traceback() -> None:

@@ -40,13 +40,6 @@ screen_app = typer.Typer(
 )
 
 
-def _progress_bar() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
-
-
 def _predictor(plugin_id: str, engine: str, device: str) -> tuple[Any, Any]:
     from tessera.pipelines.plugin_system import get_plugin
     from tessera.pipelines.runners.base import PluginPredictor, plugin_ref
@@ -80,10 +73,10 @@ def screen_run(
     if corrections is not None:
         extra["corrections"] = str(corrections)
     options = RunOptions(engine=engine, device=device, batch_size=batch_size, resume=resume, extra=extra)  # type: ignore[arg-type]
-    from tessera.app.cli.run import _RichReporter
+    from tessera.app.cli.progress import RichReporter, progress_bar
 
-    with _progress_bar() as bar:
-        reporter = _RichReporter(bar, bar.add_task("screening", total=None))
+    with progress_bar(transient=True) as bar:
+        reporter = RichReporter(bar, bar.add_task("screening", total=None))
         summary = run(input_path, plug, out, options=options, progress=reporter, cancel=threading.Event())
     console.print(f"{summary['n_samples']} samples, {summary['n_candidates']} candidates "
                   f"({summary['engine']})", highlight=False)

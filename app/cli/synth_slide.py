@@ -11,24 +11,6 @@ from tessera.app.cli.console import console
 _MALIGNANT = ("ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma")
 
 
-class _BarProgress:
-    """ProgressReporter drawn as one rich progress bar."""
-
-    def __init__(self, bar) -> None:  # rich.progress.Progress
-        self.bar = bar
-        self.task = None
-
-    def start(self, total: int | None, description: str = "") -> None:
-        self.task = self.bar.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        if self.task is not None:
-            self.bar.advance(self.task, n)
-
-    def close(self) -> None:
-        self.task = None
-
-
 def synth_slide_command(
     out: Path = typer.Option(..., "--out", help="The .svs to write; PATH.truth.png (labels "
                              "0 glass, 1 benign, 2 tumour) and PATH.truth.json go next to it."),
@@ -47,8 +29,7 @@ def synth_slide_command(
     """H&E breast tissue on glass as a pyramidal Aperio SVS (JPEG tiles, MPP and AppMag),
     with benign tissue (stroma, fat, lobules) and tumour regions; the tumour ground-truth
     mask and a JSON of what was generated are written next to it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
+    from tessera.app.cli.progress import RichReporter, progress_bar
     from tessera.pipelines.synthetic.slide import synth_slide
 
     try:
@@ -67,12 +48,10 @@ def synth_slide_command(
         raise typer.BadParameter(msg)
     if out.suffix.lower() != ".svs":
         out = out.with_name(out.name + ".svs")
-    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True)
-    with bar:
+    with progress_bar(transient=True) as bar:
         truth = synth_slide(
             out, size_px=size_yx, seed=seed, mpp=mpp, app_mag=app_mag, malignant=malignant,
-            tumour_fraction=tumour_fraction, jpeg_quality=quality, progress=_BarProgress(bar),
+            tumour_fraction=tumour_fraction, jpeg_quality=quality, progress=RichReporter(bar),
         )
     console.print(f"slide   {truth.slide_path}  ({size_yx[0]} x {size_yx[1]} px, {mpp:g} µm/px)")
     console.print(f"mask    {truth.mask_path}  (0 glass, 1 benign, 2 tumour; "

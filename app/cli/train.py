@@ -8,7 +8,6 @@ to ``OUT/metrics.json``. ``--quick`` asks the recipe for a few steps only (a smo
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,46 +15,6 @@ from typing import Any
 import typer
 
 from tessera.app.cli.console import console
-
-
-class _RichProgress:
-    """ProgressReporter on a rich progress bar (start/advance/close from any thread)."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-        )
-        self._task: Any = None
-        self._lock = threading.Lock()
-
-    def start(self, total: int | None, description: str = "") -> None:
-        with self._lock:
-            if self._task is None:
-                self._progress.start()
-                self._task = self._progress.add_task(description or "training", total=total)
-            else:
-                self._progress.reset(self._task, total=total, description=description or None)
-
-    def advance(self, n: int = 1) -> None:
-        with self._lock:
-            if self._task is not None:
-                self._progress.advance(self._task, n)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._task is not None:
-                self._progress.stop()
-                self._task = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -97,12 +56,11 @@ def train_command(
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"training {plugin.id} (seed {seed}{', quick' if quick else ''}) into {out_dir}",
                   highlight=False, markup=False)
-    progress = _RichProgress()
+    from tessera.app.cli.progress import RichReporter, progress_bar
+
     t0 = time.perf_counter()
-    try:
-        metrics = hook(out_dir, seed=seed, quick=quick, progress=progress)
-    finally:
-        progress.close()
+    with progress_bar(rate=True) as bar:
+        metrics = hook(out_dir, seed=seed, quick=quick, progress=RichReporter(bar, show_rate=True))
     if not isinstance(metrics, dict):
         msg = f"the train hook returned {type(metrics).__name__}, not a dict of metrics"
         raise PluginError(msg, path=plugin.manifest_path)
