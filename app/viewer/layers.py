@@ -166,7 +166,10 @@ def _sky_layers(source: Source, levels: list, multiscale: bool, common: dict[str
     c_axis = source.axes.index("C") if "C" in source.axes else None
     stretched = [stretch(lv, c_axis) for lv in levels]
     thumb_s = [np.arcsinh((b - o) / s) for b, (o, s) in zip(bands, params, strict=True)]
-    limits = [(max(-1.0, _percentiles(t, 1, 99.8)[0]), _percentiles(t, 1, 99.8)[1]) for t in thumb_s]
+    # black at one noise sigma under the sky (faint outskirts stay visible, the noise dark and
+    # not tinted by three independent percentiles); white high enough for galaxy cores
+    black = float(np.arcsinh(-1.0 / ASINH_SOFTENING_SIGMA))
+    limits = [(black, max(_percentiles(t, 1, 99.9)[1], 1.0)) for t in thumb_s]
     data: Any = stretched if multiscale else stretched[0]
     kw = common | {"multiscale": multiscale, "metadata": common["metadata"] | {"stretch": "asinh", "asinh": params}}
     if c_axis is None:
