@@ -275,6 +275,9 @@ def run_view_bench(slide: Path, plugin: Any, *, regions: int = 5, pan_steps: int
     # ---- 4. RSS after panning at level 0 with the live overlay on --------------------------------
     shared_display_cache().clear()
     gc.collect()
+    from tessera.pipelines.runners.base import release_free_memory
+
+    release_free_memory()
     rss0 = _rss_mb()
     w.dock.start_overlay(follow_camera=True, reuse=False)
     cam.zoom = 1.0 / frame.yx_spacing[0]  # one screen px per level-0 px

@@ -363,6 +363,9 @@ class TesseraDock(QWidget):
         adapter.close()
         if remove_layers:
             adapter.remove_layers()
+        from tessera.pipelines.runners.base import release_free_memory
+
+        release_free_memory()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
 

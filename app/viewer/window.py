@@ -59,6 +59,9 @@ class TesseraWindow:
         self.viewer = viewer if viewer is not None else napari.Viewer(title=TITLE, show=show)
         self.viewer.title = TITLE
         preload_modules()  # at start-up, so no worker thread imports while Qt runs
+        from tessera.pipelines.runners.base import bound_heap
+
+        bound_heap()  # big slice buffers in their own mappings, returned to the OS when freed
         self.dock = TesseraDock(self.viewer)
         self.viewer.window.add_dock_widget(self.dock, name="Tessera", area="right")
         bar = scale_bar(self.viewer)

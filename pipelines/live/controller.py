@@ -138,7 +138,10 @@ class LiveOverlay:
         predictor: a stand-in for the plugin's model (``uint8 [N,H,W,C] -> float32``),
             for tests.
         on_update / on_error: called from worker threads; must not block (the Qt
-            adapter emits a signal).
+            adapter queues them for the UI thread).
+        background_priority: run the workers at a lower OS priority than the rest of
+            the process (Linux), so on a machine with few cores the viewer's UI thread
+            wins the CPU and inference takes what is left.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class LiveOverlay:
         predictor: TilePredictor | None = None,
         on_update: Callable[[OverlayUpdate], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        background_priority: bool = True,
     ) -> None:
         if source.ndim_spatial != 2:
             msg = f"the live overlay needs a 2D image; {source.path} has axes {source.axes!r}"
@@ -180,6 +184,7 @@ class LiveOverlay:
         self._reuse = reuse
         self.on_update = on_update
         self.on_error = on_error
+        self.background_priority = background_priority
         self.stats = LiveStats()
 
         self.grid: TileGrid | None = None
@@ -314,6 +319,8 @@ class LiveOverlay:
 
     # ---- workers -------------------------------------------------------------------
     def _work(self) -> None:
+        if self.background_priority:
+            lower_thread_priority()
         try:
             self._ensure_prepared()
         except BaseException as exc:  # reported, never raised in a worker thread
@@ -584,3 +591,22 @@ class LiveOverlay:
             self._stop = True
             self._cond.notify_all()
         self._report(exc)
+
+
+def lower_thread_priority(step: int = 10) -> bool:
+    """Raise the calling thread's niceness by ``step`` (Linux schedules threads as tasks,
+    so ``setpriority`` on the thread id affects this thread only); False where the OS
+    does not allow it. Runtime threads started from here (ONNX Runtime with one intra-op
+    thread runs in the caller) inherit it."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + step))
+    except (OSError, AttributeError):
+        return False
+    return True

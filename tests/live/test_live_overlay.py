@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 
@@ -335,3 +337,39 @@ def test_exports_match_what_was_computed(tmp_path, synth, slide, tile_plugin):
     ys2, xs2 = np.nonzero(tum[tum.shape[0] // 2 + 40 :])
     bottom = png[((ys2 + tum.shape[0] // 2 + 40) * 4 * fy).astype(int), (xs2 * 4 * fy).astype(int)]
     assert abs(bottom[:, 0].mean() - bottom[:, 2].mean()) < 60  # still purple, not tinted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_workers_run_at_a_lower_priority_than_the_caller(source, tile_plugin, test_plugins):
+    from tessera.pipelines.live.controller import lower_thread_priority
+
+    def nice_now() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice_now()
+    seen: list[int] = []
+
+    def probe() -> None:
+        before = nice_now()
+        assert lower_thread_priority(5)
+        seen.append(nice_now() - before)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen == [min(5, 19 - mine)]
+    assert nice_now() == mine  # only that thread changed
+
+    niceness: list[int] = []
+
+    def predictor(batch: np.ndarray) -> np.ndarray:
+        niceness.append(nice_now())
+        return test_plugins.purple_fraction(batch)
+
+    rec = Recorder()
+    with make_overlay(source, tile_plugin, rec, workers=1, predictor=predictor) as live:
+        live.set_view(ViewBox(300.0, 200.0, 900.0, 1100.0))
+        assert live.wait_idle(60)
+    assert niceness
+    assert min(niceness) > mine or mine == 19
+    assert nice_now() == mine
