@@ -15,7 +15,7 @@ napari = pytest.importorskip("napari")
 from tessera.app.viewer.docks import open_task_dock  # noqa: E402
 from tessera.app.viewer.docks.catalyst import SELECTED_COLOUR, CatalystDock, limiting_reactant  # noqa: E402
 from tessera.pipelines.catalysis import plots  # noqa: E402
-from tessera.pipelines.catalysis.layout import ADSORBATES  # noqa: E402
+from tessera.pipelines.catalysis.layout import ADSORBATES, METALS  # noqa: E402
 
 
 @pytest.mark.slow
@@ -95,6 +95,18 @@ def test_catalyst_dock_screens_and_explains_a_candidate(window, qtbot, edos_data
     # one support's periodic table, larger, with the selection framed
     dock.support_combo.setCurrentIndex(dock.support_combo.findData(other.support))
     qtbot.waitUntil(lambda: dock.periodic.figure is not None and len(dock.periodic._marks) == 1, timeout=30_000)
+    [frame] = dock.periodic._marks
+    period, group = METALS[other.metal]
+    periods = sorted({p for p, _ in METALS.values()})
+    assert frame.get_xy() == pytest.approx((group - 3 - 0.04, periods.index(period) - 0.04))
+    # a click on another metal's cell of that table selects that candidate
+    third = next(c for c in result.candidates if c.support == other.support and c.metal != other.metal)
+    p3, g3 = METALS[third.metal]
+    table_ax = dock.periodic.figure.axes[0]
+    dock._periodic_clicked(type("E", (), {"inaxes": table_ax, "xdata": g3 - 3 + 0.5,
+                                          "ydata": periods.index(p3) + 0.5})())
+    assert dock.selected == (third.metal, third.support)
+    assert dock.periodic._marks[0].get_xy() == pytest.approx((g3 - 3 - 0.04, periods.index(p3) - 0.04))
     qtbot.waitUntil(lambda: dock.free_energy.figure is not None and dock.dos.figure is not None, timeout=30_000)
     dock.tabs.setCurrentIndex(0)
     qtbot.wait(300)
