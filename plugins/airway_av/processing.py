@@ -34,6 +34,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 HU_WINDOW = (-1000.0, 400.0)
+#: the artery-vein model's second CT channel: a soft-tissue/contrast window in which
+#: the ~50-110 HU between contrast-filled arteries and veins spans a sixth of the range
+#: (in the full window it is a fourteenth, under the lung-vessel contrast)
+VESSEL_WINDOW = (-200.0, 400.0)
 DISTANCE_CLIP_MM = 20.0
 #: label values of the output (class index in the manifest)
 AIRWAY, ARTERY, VEIN = 1, 2, 3
@@ -171,15 +175,18 @@ def airway_input(hu: np.ndarray, chunk_z: int = 64) -> Any:
 
 def artery_vein_input(hu: np.ndarray, lungs: np.ndarray, distance_u8: np.ndarray,
                       chunk_z: int = 64) -> Any:
-    """Lazy (6, Z, Y, X) AV model input: windowed CT, lung context, distance, coordinates."""
+    """Lazy (7, Z, Y, X) AV model input: windowed CT, lung context, distance, the CT in
+    the vessel window, coordinates."""
     import dask.array as da
 
     chunks = (min(chunk_z, hu.shape[0]), *hu.shape[1:])
-    ct = da.from_array(hu, chunks=chunks).map_blocks(window_hu, dtype=np.float32)
+    hu_d = da.from_array(hu, chunks=chunks)
+    ct = hu_d.map_blocks(window_hu, dtype=np.float32)
+    vessel = hu_d.map_blocks(window_hu, VESSEL_WINDOW, dtype=np.float32)
     lung = da.from_array(lungs, chunks=chunks).astype(np.float32)
     dist = da.from_array(distance_u8, chunks=chunks).astype(np.float32) / np.float32(255.0)
-    return da.concatenate([da.stack([ct, lung, dist]), coordinate_channels(hu.shape, chunk_z)],
-                          axis=0)
+    return da.concatenate([da.stack([ct, lung, dist, vessel]),
+                           coordinate_channels(hu.shape, chunk_z)], axis=0)
 
 
 # ---------------------------------------------------------------------------------

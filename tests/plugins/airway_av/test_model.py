@@ -35,8 +35,10 @@ def test_paper_size_parameter_count() -> None:
     # Qin et al. report about 4.2 M parameters for the airway network
     assert count_parameters(build_model("paper", "airway")) == 4_233_907
     av = build_model("paper", "artery-vein")
-    assert count_parameters(av) == 4_234_827  # two more input channels, three outputs
-    assert av.enc1.body[0].in_channels == 3 and av.head.out_channels == 3
+    # three more input channels (lung, distance, vessel-window CT: 3 x 8 x 27 weights),
+    # three outputs on the head and the three deep-supervision heads
+    assert count_parameters(av) == 4_233_907 + 3 * 8 * 27 + 2 * (17 + 129 + 65 + 33)
+    assert av.enc1.body[0].in_channels == 4 and av.head.out_channels == 3
 
 
 def test_paper_channel_plan_and_fixed_cubes() -> None:
@@ -106,8 +108,8 @@ def test_forward_outputs_deep_supervision_and_attention_maps() -> None:
 def test_artery_vein_model_softmax() -> None:
     torch.manual_seed(0)
     net = build_model("demo", "artery-vein", **TINY).eval()
-    assert net.input_channels == 6
-    p = ProbabilityModel(net)(torch.rand(1, 6, 16, 32, 32))
+    assert net.input_channels == 7  # CT, lung, distance, vessel-window CT, z, y, x
+    p = ProbabilityModel(net)(torch.rand(1, 7, 16, 32, 32))
     assert p.shape == (1, 3, 16, 32, 32)
     torch.testing.assert_close(p.sum(dim=1), torch.ones(1, 16, 32, 32))
 

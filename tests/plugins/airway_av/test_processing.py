@@ -11,6 +11,7 @@ from tessera.pipelines.metrics.overlap import dice
 from tessera.pipelines.runners.sliding_window import sliding_window_labels
 from tessera.pipelines.synthetic.ct import synth_ct
 from tessera.plugins.airway_av.processing import (
+    VESSEL_WINDOW,
     airway_distance,
     airway_input,
     artery_vein_input,
@@ -87,9 +88,12 @@ def test_coordinate_and_input_channels(ct) -> None:
     lungs[30] = True
     dist = np.full(hu.shape, 51, np.uint8)
     av = np.asarray(artery_vein_input(hu, lungs, dist)[:, 29:32, :2, :2])
-    assert av.shape == (6, 3, 2, 2)
+    assert av.shape == (7, 3, 2, 2)
     np.testing.assert_allclose(av[1, :, 0, 0], [0, 1, 0])
     np.testing.assert_allclose(av[2], 0.2)
+    np.testing.assert_allclose(av[3], window_hu(hu[29:32, :2, :2], VESSEL_WINDOW))
+    np.testing.assert_allclose(window_hu(np.array([-1000, -200, 100, 400, 900]), VESSEL_WINDOW),
+                               [0, 0, 0.5, 1, 1])
 
 
 def test_ct_warnings() -> None:
@@ -133,9 +137,9 @@ def test_two_stage_flow_puts_every_window_back_in_place(ct) -> None:
     out = segment_airway_vessels(
         hu, SPACING,
         airway_predictor=_oracle(labels, 1, {1: 1}, 2),
-        av_predictor=_oracle(labels, 3, {2: 1, 3: 2}, 3),
+        av_predictor=_oracle(labels, 4, {2: 1, 3: 2}, 3),
         window_zyx=(32, 48, 48), overlap=0.25, batch_size=3, sliding_window=sliding)
-    assert calls == [4, 6]  # CT + coords, then CT + lung + distance + coords
+    assert calls == [4, 7]  # CT + coords, then CT + lung + distance + vessel CT + coords
     pred = out["labels"]
     assert pred.dtype == np.uint8 and pred.shape == labels.shape
     # the airway is the largest 26-connected component of what the model said
