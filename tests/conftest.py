@@ -19,6 +19,17 @@ import threading
 
 import pytest
 
+try:  # hypothesis is a test dependency; the guard keeps a bare pytest run collectable
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover
+    pass
+else:
+    # The test machines are shared and noisy: timing-based checks (per-example deadlines,
+    # "input generation is slow") fail on load, not on behaviour. The properties stay.
+    settings.register_profile("shared-machine", deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("shared-machine")
+
 REQUIRE_ALL = os.environ.get("TESSERA_REQUIRE_ALL", "") not in ("", "0")
 HEADLESS_JOB = os.environ.get("TESSERA_HEADLESS_JOB", "") not in ("", "0")
 _MISSING_SKIPS: list[str] = []
