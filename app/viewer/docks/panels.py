@@ -301,6 +301,17 @@ class _RowFilter(QSortFilterProxyModel):
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:
         return self.hidden is None or source_row >= len(self.hidden) or not self.hidden[source_row]
 
+    def set_hidden(self, hidden: np.ndarray | None) -> None:
+        """Hide source rows where ``hidden`` is True (Qt >= 6.10 brackets the change;
+        ``invalidateFilter`` is deprecated there)."""
+        if hasattr(self, "beginFilterChange"):
+            self.beginFilterChange()
+            self.hidden = hidden
+            self.endFilterChange()
+        else:
+            self.hidden = hidden
+            self.invalidateFilter()
+
 
 class ColumnTable(QTableView):
     """A read-only, sortable table; ``row_selected`` gives the source row."""
@@ -327,14 +338,12 @@ class ColumnTable(QTableView):
 
     def set_columns(self, columns: list[Column], colours: list[str | None] | None = None) -> None:
         self.source.set_columns(columns, colours)
-        self.proxy.hidden = None
-        self.proxy.invalidateFilter()
+        self.proxy.set_hidden(None)
         self.resizeColumnsToContents()
 
     def set_hidden(self, hidden: np.ndarray | None) -> None:
         """Hide source rows where ``hidden`` is True."""
-        self.proxy.hidden = None if hidden is None else np.asarray(hidden, dtype=bool)
-        self.proxy.invalidateFilter()
+        self.proxy.set_hidden(None if hidden is None else np.asarray(hidden, dtype=bool))
 
     def row_count(self) -> int:
         """Rows shown (after hiding)."""
