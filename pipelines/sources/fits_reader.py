@@ -150,6 +150,7 @@ class FitsReader:
             dtype, bscale, bzero, blank = _scaling(header, raw_dtype)
             spacing, wcs_meta = _celestial_scale_arcsec(header)
             meta_header = {k: _plain(header[k]) for k in SHOWN_KEYWORDS if k in header}
+            bands = _band_names(header, shape)
         signature = FileSignature.of(path)
         lazy = FitsLevel(path, signature, index, shape, dtype, (bscale, bzero, blank))
         rows = max(1, min(shape[-2], _CHUNK_BYTES // max(1, shape[-1] * dtype.itemsize)))
@@ -165,6 +166,8 @@ class FitsReader:
             "units": meta_header.get("BUNIT"),
             **wcs_meta,
         }
+        if bands:
+            metadata["bands"] = bands
         return Source(
             path=path,
             format="FITS",
@@ -201,6 +204,18 @@ class FitsReader:
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, bool | int | float | str) else str(value)
+
+
+def _band_names(header: Any, shape: tuple[int, ...]) -> list[str] | None:
+    """Names of a cube's planes from BANDn or FILTERn keywords (1-based, one per plane),
+    as survey cubes label them; None unless every plane is named."""
+    if len(shape) != 3:
+        return None
+    for key in ("BAND", "FILTER"):
+        names = [header.get(f"{key}{i}") for i in range(1, shape[0] + 1)]
+        if all(isinstance(n, str) and n.strip() for n in names):
+            return [str(n).strip() for n in names]
+    return None
 
 
 def _celestial_scale_arcsec(header: Any) -> tuple[tuple[float, float] | None, dict[str, Any]]:

@@ -63,6 +63,24 @@ def test_fits_unsigned_cube_in_extension(tmp_path: Path) -> None:
     assert src.axes == "CYX" and src.dtype == np.uint16 and src.metadata["hdu"] == 1
     assert src.spacing is None
     np.testing.assert_array_equal(np.asarray(src.levels[0]), cube)
+    assert "bands" not in src.metadata  # unnamed planes stay unnamed
+
+
+def test_fits_cube_band_names_from_bandn_or_filtern(tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    cube = np.zeros((3, 8, 8), np.float32)
+    for key, names in (("BAND", ["g", "r", "z"]), ("FILTER", ["F435W", "F606W", "F814W"])):
+        hdu = fits.PrimaryHDU(cube)
+        for i, name in enumerate(names, start=1):
+            hdu.header[f"{key}{i}"] = name
+        path = tmp_path / f"{key}.fits"
+        hdu.writeto(path)
+        assert tessera.open(path).metadata["bands"] == names
+    partial = fits.PrimaryHDU(cube)
+    partial.header["BAND1"] = "g"  # one plane named: no names rather than wrong ones
+    partial.writeto(tmp_path / "partial.fits")
+    assert "bands" not in tessera.open(tmp_path / "partial.fits").metadata
 
 
 # ---- PNG / JPEG ------------------------------------------------------------------------------
