@@ -9,6 +9,22 @@ from scipy import ndimage as ndi
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
 
+def _labelled_box(mask: np.ndarray, connectivity: int
+                  ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, int] | None:
+    """Components of a non-empty 3D mask inside its bounding box (whole-body CTs are
+    mostly background): (box, mask in the box, labels, count); None for an empty mask."""
+    rank = {6: 1, 18: 2, 26: 3}.get(connectivity) if mask.ndim == 3 else None
+    if rank is None:
+        msg = f"connectivity must be 6, 18 or 26 for a 3D mask, got {connectivity} ({mask.ndim}D)"
+        raise ValueError(msg)
+    if not mask.any():
+        return None
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    sub = mask[box]
+    labels, n = ndi.label(sub, structure=ndi.generate_binary_structure(3, rank))
+    return box, sub, labels, n
+
+
 def keep_largest_component(mask: np.ndarray, *, connectivity: int = 26) -> np.ndarray:
     """The largest connected component of a boolean volume (an empty mask stays empty).
 
@@ -17,16 +33,10 @@ def keep_largest_component(mask: np.ndarray, *, connectivity: int = 26) -> np.nd
     or 26 (3D) — the neighbourhoods of ``scipy.ndimage.generate_binary_structure``.
     """
     mask = np.asarray(mask, dtype=bool)
-    rank = {6: 1, 18: 2, 26: 3}.get(connectivity) if mask.ndim == 3 else None
-    if rank is None:
-        msg = f"connectivity must be 6, 18 or 26 for a 3D mask, got {connectivity} ({mask.ndim}D)"
-        raise ValueError(msg)
-    if not mask.any():
+    found = _labelled_box(mask, connectivity)
+    if found is None:
         return mask.copy()
-    # work inside the bounding box: whole-body CTs are mostly background
-    box = ndi.find_objects(mask.astype(np.uint8))[0]
-    sub = mask[box]
-    labels, n = ndi.label(sub, structure=ndi.generate_binary_structure(3, rank))
+    box, sub, labels, n = found
     out = np.zeros_like(mask)
     if n == 1:
         out[box] = sub
@@ -34,4 +44,23 @@ def keep_largest_component(mask: np.ndarray, *, connectivity: int = 26) -> np.nd
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     out[box] = labels == int(np.argmax(sizes))
+    return out
+
+
+def keep_components_touching(mask: np.ndarray, seeds: np.ndarray, *,
+                             connectivity: int = 26) -> np.ndarray:
+    """The connected components of ``mask`` that share at least one voxel with ``seeds``.
+
+    Pulmonary vessels are trees that enter the lungs: a vessel component that never
+    touches the lung mask (a rib, the spine's marrow, the chest wall) is not one.
+    ``connectivity`` as in ``keep_largest_component``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    found = _labelled_box(mask, connectivity)
+    if found is None:
+        return mask.copy()
+    box, sub, labels, _ = found
+    touched = np.unique(labels[sub & np.asarray(seeds, dtype=bool)[box]])
+    out = np.zeros_like(mask)
+    out[box] = np.isin(labels, touched[touched > 0])
     return out

@@ -8,7 +8,9 @@ The two-stage flow (``predict_volume``, the segment-3d hook of INTERFACES.md sec
 4. airway model by Gaussian-blended sliding window at its fixed cube size -> keep the
    largest 26-connected component;
 5. distance from the airway (mm, clipped): the distance-transform prior;
-6. artery-vein model over CT + lung context + distance channels;
+6. artery-vein model over CT + lung context + distance + vessel-window CT channels;
+   vessel components (26-connected) that never touch the lung mask are dropped (ribs,
+   spine and chest wall are not pulmonary vessels);
 7. labels uint8 (1 airway, 2 artery, 3 vein) back on the input grid (nearest).
 
 Both networks read one tensor per window: image channels then three coordinate
@@ -263,7 +265,10 @@ def segment_airway_vessels(
         from tessera.pipelines.runners.sliding_window import sliding_window_labels
 
         sliding_window = sliding_window_labels
-    from tessera.pipelines.metrics.components import keep_largest_component
+    from tessera.pipelines.metrics.components import (
+        keep_components_touching,
+        keep_largest_component,
+    )
 
     window = tuple(int(v) for v in window_zyx)
     common = {"window_zyx": window, "overlap": overlap, "batch_size": batch_size,
@@ -276,9 +281,12 @@ def segment_airway_vessels(
     del air_labels
     distance = airway_distance(airway, spacing_mm, clip_mm=distance_clip_mm)
     av_labels, _ = sliding_window(artery_vein_input(hu, lungs, distance), av_predictor, **common)
+    # pulmonary vessels enter the lungs: drop vessel components that never touch them
+    vessels = keep_components_touching(av_labels > 0, lungs)
     labels = np.zeros(hu.shape, dtype=np.uint8)
-    labels[av_labels == 1] = ARTERY
-    labels[av_labels == 2] = VEIN
+    labels[(av_labels == 1) & vessels] = ARTERY
+    labels[(av_labels == 2) & vessels] = VEIN
+    del vessels
     labels[airway] = AIRWAY
     return {"labels": labels, "airway_probability": air_probs[1], "lungs": lungs,
             "airway_distance": distance}

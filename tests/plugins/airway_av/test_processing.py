@@ -149,3 +149,20 @@ def test_two_stage_flow_puts_every_window_back_in_place(ct) -> None:
     assert out["airway_probability"].dtype == np.uint8
     # the distance prior is measured from the predicted airway
     assert (out["airway_distance"][pred == 1] == 0).all()
+
+
+def test_vessel_components_that_never_touch_the_lungs_are_dropped() -> None:
+    from tessera.pipelines.metrics.components import keep_components_touching
+
+    mask = np.zeros((10, 20, 20), bool)
+    mask[2:5, 2:5, 2:5] = True  # a vessel entering the lungs
+    mask[5, 5, 5] = True  # its corner neighbour (26-connected)
+    mask[2:5, 10:13, 10:13] = True  # a rib-like blob outside them
+    lungs = np.zeros_like(mask)
+    lungs[3, 3, 3] = True
+    out = keep_components_touching(mask, lungs)
+    assert out[2:5, 2:5, 2:5].all() and out[5, 5, 5]
+    assert not out[2:5, 10:13, 10:13].any()
+    assert out.sum() == 28
+    assert not keep_components_touching(mask, lungs, connectivity=6)[5, 5, 5]
+    assert not keep_components_touching(np.zeros_like(mask), lungs).any()

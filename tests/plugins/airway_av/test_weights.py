@@ -112,5 +112,5 @@ def test_tessera_run_scores_a_heldout_ct(heldout, tmp_path: Path) -> None:
     scores = summary["truth"]["classes"]
     assert scores["airway"]["dsc"] > 0.7
     assert scores["airway"]["tree_length_detected"] > 0.5
-    assert scores["artery"]["dsc"] > 0.55
-    assert scores["vein"]["dsc"] > 0.55
+    assert scores["artery"]["dsc"] > 0.75
+    assert scores["vein"]["dsc"] > 0.65  # veins are over-called (MODEL_CARD.md)
