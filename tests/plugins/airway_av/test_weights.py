@@ -114,3 +114,26 @@ def test_tessera_run_scores_a_heldout_ct(heldout, tmp_path: Path) -> None:
     assert scores["airway"]["tree_length_detected"] > 0.5
     assert scores["artery"]["dsc"] > 0.75
     assert scores["vein"]["dsc"] > 0.65  # veins are over-called (MODEL_CARD.md)
+
+
+@pytest.mark.slow
+def test_real_files_from_pydicom_and_nibabel(tmp_path: Path) -> None:
+    """A real CT slice (pydicom's CT_small.dcm) runs and keeps its grid; an MR brain
+    (nibabel's anatomical.nii) runs with a warning that its values are not HU."""
+    import os
+
+    import nibabel
+    from pydicom.data import get_testdata_file
+
+    from tessera.app.cli.main import main
+
+    ct_slice = Path(get_testdata_file("CT_small.dcm"))
+    assert main(["run", "airway-av", str(ct_slice), "--out", str(tmp_path), "--quiet"]) == 0
+    lab = nib.load(tmp_path / "CT_small" / "labels.nii.gz")
+    assert lab.shape == (128, 128, 1)
+    assert set(np.unique(np.asarray(lab.dataobj)).tolist()) <= {0, 1, 2, 3}
+
+    mr = Path(os.path.dirname(nibabel.__file__)) / "tests" / "data" / "anatomical.nii"
+    with pytest.warns(UserWarning, match="Hounsfield"):
+        assert main(["run", "airway-av", str(mr), "--out", str(tmp_path), "--quiet"]) == 0
+    assert nib.load(tmp_path / "anatomical" / "labels.nii.gz").shape == (33, 41, 25)
