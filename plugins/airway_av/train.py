@@ -76,6 +76,9 @@ class TrainConfig:
     av_class_weights: tuple[float, float, float] = (1.0, 2.0, 2.0)
     av_separation_weight: float = 1.0
     av_centre_shares: tuple[float, float] = (0.4, 0.4)
+    # share of artery-vein cubes centred anywhere in the volume (heart, spine, ribs, chest
+    # wall), so that contrast-bright tissue outside the lungs is seen as background
+    av_body_share: float = 0.1
 
 
 QUICK = TrainConfig(n_train=1, n_val=1, shape_zyx=(32, 64, 64), spacing_mm=(2.5, 1.8, 1.8),
@@ -231,9 +234,10 @@ class PatchSampler:
 
     def __init__(self, cases: list[Case], role: str, cube: tuple[int, int, int],
                  rng: np.random.Generator,
-                 vessel_shares: tuple[float, float] = (0.4, 0.4)) -> None:
+                 vessel_shares: tuple[float, float] = (0.4, 0.4), body_share: float = 0.0
+                 ) -> None:
         self.cases, self.role, self.cube, self.rng = cases, role, cube, rng
-        self.vessel_shares = vessel_shares
+        self.vessel_shares, self.body_share = vessel_shares, body_share
         self._vessel_idx = {}
         if role == "artery-vein":
             for i, c in enumerate(cases):
@@ -257,6 +261,8 @@ class PatchSampler:
                 idx = self._vessel_idx[i][v]
                 if u < p and len(idx):
                     return np.array(np.unravel_index(idx[rng.integers(len(idx))], case.labels.shape))
+            if u >= 1.0 - self.body_share:
+                return np.array([rng.integers(n) for n in case.labels.shape])
         lo, hi = self._lung_boxes[i]
         return np.array([rng.integers(lo[k], hi[k] + 1) for k in range(3)])
 
@@ -318,7 +324,8 @@ def train_net(role: str, cases: list[Case], cfg: TrainConfig, *, seed: int,
     use_fast_conv_backward(net)
     steps = cfg.steps_airway if role == "airway" else cfg.steps_av
     sampler = PatchSampler(cases, role, net.config.cube_zyx, np.random.default_rng(seed),
-                           vessel_shares=tuple(cfg.av_centre_shares))  # type: ignore[arg-type]
+                           vessel_shares=tuple(cfg.av_centre_shares),  # type: ignore[arg-type]
+                           body_share=cfg.av_body_share)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     warmup = max(1, steps // 20)
 
