@@ -100,6 +100,7 @@ def segment_volume(
     if predict_volume is not None:
         produced = predict_volume(source)
         labels = np.asarray(produced["labels"], dtype=np.uint8)
+        notes.extend(str(n) for n in produced.get("notes") or [])
         model_shape = labels.shape
         n_resumed_planes = 0
     else:
@@ -140,6 +141,8 @@ def segment_volume(
         "volume_unit": "ml" if spacing else "voxels/1000",
         "resumed_planes": n_resumed_planes,
     }
+    if predict_volume is not None and produced.get("metrics"):
+        summary["metrics"] = produced["metrics"]  # the plugin's own measurements (e.g. tree length)
     if options.truth is not None:
         summary["truth"] = _score_truth(labels, options.truth, spacing, names)
     summary["outputs"] = {"summary": "summary.json", "labels_nifti": "labels.nii.gz",

@@ -87,6 +87,11 @@ def test_nifti_run_writes_labels_on_the_input_grid(tiny_plugin_dir, small_ct, tm
     scores = summary["truth"]["classes"]
     assert set(scores) == {"airway", "artery", "vein"}
     assert "tree_length_detected" in scores["airway"]
+    # the plugin's own measurements and notes reach the run summary, not only the console
+    assert set(summary["metrics"]) == {"airway_tree_length_mm", "airway_branch_count",
+                                       "airway_generations", "volumes_ml"}
+    assert summary["metrics"]["volumes_ml"]["airway"] == pytest.approx(
+        summary["labels"]["airway"]["volume_ml"], rel=1e-3, abs=1e-6)
 
 
 def test_predict_volume_reports_tree_metrics_and_notes(tiny_plugin_dir, small_ct) -> None:
@@ -161,6 +166,8 @@ def test_mr_series_gets_a_warning(tiny_plugin_dir, small_ct, tmp_path) -> None:
     write_series(series, hu, truth.spacing_mm, modality="MR")
     with pytest.warns(UserWarning, match="modality is MR"):
         assert _run(str(tiny_plugin_dir), [series], tmp_path / "out") == 0
+    summary = json.loads((tmp_path / "out" / "mr" / "summary.json").read_text())
+    assert any("modality is MR" in n for n in summary["notes"])
 
 
 def test_values_outside_hu_get_a_warning(tiny_plugin_dir, small_ct, tmp_path) -> None:
