@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tessera.pipelines.errors import PluginError
-from tessera.pipelines.prompting.runtime import SamRuntime
+from tessera.pipelines.prompting.runtime import SamRuntime, decoder_threads
 
 
 def runtime_from_plugin(
@@ -30,7 +30,8 @@ def runtime_from_plugin(
     settings = params.get("variants", {}).get(variant, {})
     enc_file = manifest.file("encoder", "onnx", variant)
     encoder = create_engine(plugin, role="encoder", size_variant=variant, device=device, threads=threads)
-    decoder = create_engine(plugin, role="decoder", size_variant=variant, device=device, threads=threads)
+    decoder = create_engine(plugin, role="decoder", size_variant=variant, device=device,
+                            threads=decoder_threads(threads))
     return SamRuntime.from_engines(
         encoder,
         decoder,

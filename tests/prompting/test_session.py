@@ -158,3 +158,24 @@ def test_extend_through_slices_follows_the_object():
     down = extend_through_slices(s, vol, first, 2, z_stop=0)
     assert sorted(down) == [0, 1, 2]
     assert s.z == 0
+
+
+def test_decoder_runs_on_one_thread_unless_told(monkeypatch):
+    """The per-prompt decoder defaults to one ONNX Runtime thread (faster for its small
+    graph); the encoder keeps the engine default; an explicit count applies to both."""
+    import tessera.pipelines.engines as engines
+    from tessera.pipelines.prompting.plugin import runtime_from_plugin
+
+    asked: dict[str, int | None] = {}
+
+    def fake_create_engine(plugin, *, role, size_variant, device, threads):
+        asked[role] = threads
+        return object()
+
+    monkeypatch.setattr(engines, "create_engine", fake_create_engine)
+    monkeypatch.setattr("tessera.pipelines.prompting.plugin.SamRuntime.from_engines",
+                        classmethod(lambda cls, enc, dec, **kw: (enc, dec)))
+    runtime_from_plugin("sam")
+    assert asked == {"encoder": None, "decoder": 1}
+    runtime_from_plugin("sam", threads=2)
+    assert asked == {"encoder": 2, "decoder": 2}
