@@ -43,6 +43,7 @@ def wait_live_complete(qtbot, adapter, timeout_ms: int = 90_000) -> None:
 
     def complete() -> None:
         assert adapter.raster is not None
+        assert not adapter._view_timer.isActive()  # no debounced camera change still to come
         assert adapter.live.wait_idle(0)
         assert ui_queue().pending() == 0
         done, total = adapter.live.view_progress()
