@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tessera.pipelines.live.cache import ResultCache
+from tessera.pipelines.sources.lazy import box_of_index
 from tessera.pipelines.tiling.read import array_like_of
 
 DEFAULT_DISPLAY_CACHE_BYTES = 384 * 1024 * 1024
@@ -60,32 +61,7 @@ class CachedLevel:
         return data
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        if not isinstance(index, tuple):
-            index = (index,)
-        if any(i is Ellipsis for i in index):
-            at = next(k for k, i in enumerate(index) if i is Ellipsis)
-            index = index[:at] + (slice(None),) * (self.ndim - len(index) + 1) + index[at + 1 :]
-        index = index + (slice(None),) * (self.ndim - len(index))
-        starts, stops, post = [], [], []
-        for i, n in zip(index, self.shape, strict=True):
-            if isinstance(i, slice):
-                a, b, step = i.indices(n)
-                if step < 0:
-                    msg = "negative steps are not supported"
-                    raise IndexError(msg)
-                b = max(a, b)
-                starts.append(a)
-                stops.append(b)
-                post.append(slice(None, None, step))
-            else:
-                k = int(i)
-                k = k + n if k < 0 else k
-                if not 0 <= k < n:
-                    msg = f"index {i} out of range for axis of size {n}"
-                    raise IndexError(msg)
-                starts.append(k)
-                stops.append(k + 1)
-                post.append(0)
+        starts, stops, post = box_of_index(index, self.shape)
         out = np.empty([b - a for a, b in zip(starts, stops, strict=True)], dtype=self.dtype)
         if out.size:
             ranges = []
@@ -102,7 +78,7 @@ class CachedLevel:
                     src.append(slice(lo - c0, hi - c0))
                     dst.append(slice(lo - starts[ax], hi - starts[ax]))
                 out[tuple(dst)] = chunk[tuple(src)]
-        return out[tuple(post)]
+        return out[post]
 
 
 def display_levels(levels: list[Any], cache: ResultCache, key: Any) -> list[Any]:

@@ -261,41 +261,49 @@ class LazyLevel(ABC):
         """Pixels of the box ``[start, stop)`` (per axis, clipped to the shape already)."""
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        if not isinstance(index, tuple):
-            index = (index,)
-        if any(i is Ellipsis for i in index):
-            at = next(k for k, i in enumerate(index) if i is Ellipsis)
-            fill = (slice(None),) * (self.ndim - len(index) + 1)
-            index = index[:at] + fill + index[at + 1 :]
-        index = index + (slice(None),) * (self.ndim - len(index))
-        start, stop, post = [], [], []
-        for i, n in zip(index, self.shape, strict=True):
-            if isinstance(i, slice):
-                a, b, step = i.indices(n)
-                if step < 0:
-                    msg = "negative steps are not supported by lazy levels"
-                    raise IndexError(msg)
-                b = max(a, b)
-                start.append(a)
-                stop.append(b)
-                post.append(slice(None, None, step) if step != 1 else slice(None))
-            else:
-                k = int(i)
-                k = k + n if k < 0 else k
-                if not 0 <= k < n:
-                    msg = f"index {i} out of range for axis of length {n}"
-                    raise IndexError(msg)
-                start.append(k)
-                stop.append(k + 1)
-                post.append(0)
+        start, stop, post = box_of_index(index, self.shape)
         if any(b <= a for a, b in zip(start, stop, strict=True)):
             shape = [b - a for a, b in zip(start, stop, strict=True)]
             out = np.zeros(shape, self.dtype)
         else:
             out = self.read(tuple(start), tuple(stop))
         if any(p != slice(None) for p in post):
-            out = out[tuple(post)]
+            out = out[post]
         return out
+
+
+def box_of_index(index: Any, shape: tuple[int, ...]) -> tuple[list[int], list[int], tuple[Any, ...]]:
+    """A numpy basic index (ints, slices with positive steps, one Ellipsis) as the box
+    ``[start, stop)`` to read per axis and the index that finishes the result from that box
+    (steps, and 0 where an integer drops the axis). For array-likes that read boxes lazily
+    (levels here, the viewer's display cache): numpy has no public helper for this."""
+    ndim = len(shape)
+    if not isinstance(index, tuple):
+        index = (index,)
+    if any(i is Ellipsis for i in index):
+        at = next(k for k, i in enumerate(index) if i is Ellipsis)
+        index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1 :]
+    index = index + (slice(None),) * (ndim - len(index))
+    start, stop, post = [], [], []
+    for i, n in zip(index, shape, strict=True):
+        if isinstance(i, slice):
+            a, b, step = i.indices(n)
+            if step < 0:
+                msg = "negative steps are not supported by lazy levels"
+                raise IndexError(msg)
+            start.append(a)
+            stop.append(max(a, b))
+            post.append(slice(None, None, step) if step != 1 else slice(None))
+        else:
+            k = int(i)
+            k = k + n if k < 0 else k
+            if not 0 <= k < n:
+                msg = f"index {i} out of range for axis of length {n}"
+                raise IndexError(msg)
+            start.append(k)
+            stop.append(k + 1)
+            post.append(0)
+    return start, stop, tuple(post)
 
 
 def as_dask(level: LazyLevel, chunks: tuple[int, ...], *, name: str) -> da.Array:
