@@ -15,7 +15,6 @@ napari = pytest.importorskip("napari")
 
 from tessera.app.viewer.ct_dock import CtDock  # noqa: E402
 from tessera.app.viewer.sam_dock import SamDock  # noqa: E402
-from tessera.app.viewer.window import TesseraWindow  # noqa: E402
 from tessera.pipelines.plugin_system import load_plugin_folder  # noqa: E402
 from tessera.pipelines.prompting.runtime import SamRuntime  # noqa: E402
 from tessera.pipelines.prompting.session import PromptSession  # noqa: E402
@@ -58,14 +57,7 @@ class DiskDecoder:
                 "low_res_masks": np.zeros((1, 1, n, n), np.float32)}
 
 
-@pytest.fixture
-def window(make_napari_viewer, monkeypatch, tmp_path):
-    monkeypatch.setenv("TESSERA_CONFIG_DIR", str(tmp_path / "config"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1300, 850)
-    w = TesseraWindow(viewer)
-    yield w
-    w.dock.shutdown()
+WINDOW_SIZE = (1300, 850)  # the window fixture (conftest) uses it
 
 
 def test_sam_dock_previews_commits_and_clears(window, qtbot, tmp_path, synth, slide):

@@ -16,20 +16,9 @@ napari = pytest.importorskip("napari")
 
 from tessera.app.viewer.compat import camera  # noqa: E402
 from tessera.app.viewer.tasks import ui_queue  # noqa: E402
-from tessera.app.viewer.window import TesseraWindow  # noqa: E402
 from tessera.pipelines.plugin_system import load_plugin_folder  # noqa: E402
 
 CELL = 128  # level-0 px per tile of the test model (64 px at 0.5 µm/px on a 0.25 µm/px slide)
-
-
-@pytest.fixture
-def window(make_napari_viewer, monkeypatch, tmp_path):
-    monkeypatch.setenv("TESSERA_CONFIG_DIR", str(tmp_path / "config"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1400, 900)
-    w = TesseraWindow(viewer)
-    yield w
-    w.dock.shutdown()
 
 
 @pytest.fixture(scope="module")
