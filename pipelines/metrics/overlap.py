@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tessera.pipelines.metrics.components import label_counts
+
 
 def _counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     pred = np.asarray(pred, dtype=bool)
@@ -55,7 +57,7 @@ def volumes_ml(
         msg = f"labels must be an integer array, got {labels.dtype}"
         raise ValueError(msg)
     voxel_ml = float(np.prod(np.asarray(spacing_mm, dtype=float))) / 1000.0
-    counts = np.bincount(labels.ravel().astype(np.intp, copy=False))
+    counts = label_counts(labels)
     if names is None:
         names = {v: str(v) for v in range(1, len(counts)) if counts[v]}
     return {

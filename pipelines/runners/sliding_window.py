@@ -116,9 +116,17 @@ def sliding_window_labels(
         out = np.full((c, wz, yp, xp), pad_value, dtype=np.float32)
         a, b = max(p0 - pz, 0), min(p0 + wz - pz, z)
         if b > a:
+            target = out[:, a + pz - p0 : b + pz - p0, py : py + y, px : px + x]
             block = volume[:, a:b]
-            block = block.compute(scheduler="synchronous") if hasattr(block, "compute") else block
-            out[:, a + pz - p0 : b + pz - p0, py : py + y, px : px + x] = np.asarray(block, dtype=np.float32)
+            if hasattr(block, "dask"):
+                # chunk by chunk straight into the slab: computing the block first would
+                # hold the whole multi-channel input (and dask's concatenation of it) twice
+                # more, which set the two-stage CT flow's peak memory
+                import dask.array as da
+
+                da.store(block, target, lock=False, scheduler="synchronous")
+            else:
+                target[...] = np.asarray(block, dtype=np.float32)
         return out
 
     acc: np.ndarray | None = None

@@ -45,6 +45,9 @@ DISTANCE_CLIP_MM = 20.0
 AIRWAY, ARTERY, VEIN = 1, 2, 3
 #: the lung mask is computed on a grid with voxels of at least this size (a coarse prior)
 _LUNG_GRID_MM = 1.4
+#: planes per chunk of the lazy model inputs: the sliding window computes only the chunks
+#: its slab of planes touches, so small chunks waste little work and memory per slab
+INPUT_CHUNK_Z = 16
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ def lung_mask(hu: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     air = _block_reduce_any(air_fine, factors) >= 0.5 if factors != (1, 1, 1) else air_fine
     del air_fine
     coarse_spacing = spacing * np.asarray(factors)
-    from tessera.pipelines.metrics.components import keep_largest_component
+    from tessera.pipelines.metrics.components import keep_largest_component, label_counts
 
     body = keep_largest_component(~air, connectivity=6)
     for z in range(body.shape[0]):
@@ -96,7 +99,7 @@ def lung_mask(hu: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarray:
     labels, n = ndi.label(candidates)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
+    sizes = label_counts(labels, n + 1)
     sizes[0] = 0
     keep = sizes >= 0.1 * sizes.max()
     lungs = keep[labels]
@@ -135,17 +138,27 @@ def airway_distance(airway: np.ndarray, spacing_mm: Sequence[float],
     halo = math.ceil(clip_mm / spacing[0]) + 1
     nz = airway.shape[0]
     has = airway.any(axis=(1, 2))
+    rows, cols = np.indices(airway.shape[1:])
     for z0 in range(0, nz, slab):
         z1 = min(z0 + slab, nz)
         a, b = max(0, z0 - halo), min(nz, z1 + halo)
         if not has[a:b].any():
             continue
-        d = ndi.distance_transform_edt(~airway[a:b], sampling=spacing)[z0 - a:z1 - a]
-        out[z0:z1] = np.rint(np.minimum(d, clip_mm) * (255.0 / clip_mm)).astype(np.uint8)
+        # Only the nearest-airway indices from scipy; distances plane by plane. scipy's own
+        # distance step holds the indices, a grid of indices and float64 offsets for the
+        # whole slab at once (~50 bytes a voxel): that set the CT flow's peak memory.
+        nearest = ndi.distance_transform_edt(~airway[a:b], sampling=spacing, return_distances=False,
+                                             return_indices=True)
+        for k in range(z0 - a, z1 - a):
+            d = np.sqrt(((nearest[0, k] - k) * spacing[0]) ** 2
+                        + ((nearest[1, k] - rows) * spacing[1]) ** 2
+                        + ((nearest[2, k] - cols) * spacing[2]) ** 2)
+            out[a + k] = np.rint(np.minimum(d, clip_mm) * (255.0 / clip_mm)).astype(np.uint8)
+        del nearest
     return out
 
 
-def coordinate_channels(shape_zyx: Sequence[int], chunk_z: int = 64) -> Any:
+def coordinate_channels(shape_zyx: Sequence[int], chunk_z: int = INPUT_CHUNK_Z) -> Any:
     """Lazy (3, Z, Y, X) float32 dask array: z, y, x voxel positions mapped to [-1, 1]."""
     import dask.array as da
 
@@ -166,7 +179,7 @@ def coordinate_array(shape_zyx: Sequence[int]) -> np.ndarray:
     return np.asarray(coordinate_channels(shape_zyx).compute(scheduler="synchronous"))
 
 
-def airway_input(hu: np.ndarray, chunk_z: int = 64) -> Any:
+def airway_input(hu: np.ndarray, chunk_z: int = INPUT_CHUNK_Z) -> Any:
     """Lazy (4, Z, Y, X) airway model input: windowed CT + coordinates."""
     import dask.array as da
 
@@ -176,7 +189,7 @@ def airway_input(hu: np.ndarray, chunk_z: int = 64) -> Any:
 
 
 def artery_vein_input(hu: np.ndarray, lungs: np.ndarray, distance_u8: np.ndarray,
-                      chunk_z: int = 64) -> Any:
+                      chunk_z: int = INPUT_CHUNK_Z) -> Any:
     """Lazy (7, Z, Y, X) AV model input: windowed CT, lung context, distance, the CT in
     the vessel window, coordinates."""
     import dask.array as da

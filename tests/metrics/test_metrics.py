@@ -110,6 +110,35 @@ def test_keep_largest_component_is_26_connected() -> None:
     assert not keep_largest_component(np.zeros((3, 3, 3), bool)).any()
 
 
+@pytest.mark.parametrize("shape", [(0, 4, 4), (3, 5, 5), (21, 9, 7)])
+def test_label_counts_equal_bincount(shape) -> None:
+    from tessera.pipelines.metrics.components import label_counts
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 40, shape).astype(np.int32)
+    for minlength in (0, 5, 60):
+        np.testing.assert_array_equal(label_counts(labels, minlength, planes=4),
+                                      np.bincount(labels.ravel(), minlength=minlength))
+    mask = labels > 20
+    np.testing.assert_array_equal(label_counts(mask), np.bincount(mask.ravel()))
+
+
+def test_components_touching_seeds_match_a_whole_volume_reference() -> None:
+    """Blockwise lookups give the same components as labelling and testing in one go."""
+    from scipy import ndimage as ndi
+
+    from tessera.pipelines.metrics.components import keep_components_touching
+
+    rng = np.random.default_rng(2)
+    mask = ndi.binary_opening(rng.random((30, 24, 24)) > 0.55)
+    seeds = rng.random(mask.shape) > 0.995
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    touched = np.unique(labels[mask & seeds])
+    expected = np.isin(labels, touched[touched > 0])
+    assert 0 < expected.sum() < mask.sum()  # some kept, some dropped
+    np.testing.assert_array_equal(keep_components_touching(mask, seeds), expected)
+
+
 def test_y_tree_parsing(y_tree) -> None:
     tree = parse_tree(y_tree, (1.0, 1.0, 1.0))
     assert tree.n_branches == 3
