@@ -241,12 +241,28 @@ def _mark_as_labels(group_path: Path, classes: list[tuple[int, str, str]]) -> No
     }
 
 
+def _foreground_centre(labels: np.ndarray) -> tuple[int, int, int]:
+    """Voxel centre of the labelled voxels (the volume's middle when there are none).
+
+    Plane by plane from per-axis counts: ``np.argwhere`` (or scipy's centre of mass) holds
+    24+ bytes per foreground voxel, gigabytes for a whole-lung labelling.
+    """
+    counts = [np.zeros(n, dtype=np.int64) for n in labels.shape]
+    for k in range(labels.shape[0]):
+        plane = labels[k] > 0
+        counts[0][k] = np.count_nonzero(plane)
+        counts[1] += plane.sum(axis=1)
+        counts[2] += plane.sum(axis=0)
+    total = int(counts[0].sum())
+    if total == 0:
+        return tuple(n // 2 for n in labels.shape)  # type: ignore[return-value]
+    return tuple(int(np.dot(np.arange(len(c)), c) / total) for c in counts)  # type: ignore[return-value]
+
+
 def _write_volume_preview(path: Path, source: Source, labels: np.ndarray, colours: dict[int, str]) -> None:
     """Axial | coronal | sagittal middle slices, windowed grey, with the labels over them."""
     vol = source.levels[0]
-    z, y, x = labels.shape
-    fg = np.argwhere(labels > 0)
-    cz, cy, cx = (fg.mean(axis=0).astype(int) if len(fg) else np.array([z // 2, y // 2, x // 2]))
+    cz, cy, cx = _foreground_centre(labels)
     views = [
         (np.asarray(vol[cz].compute(scheduler="synchronous")), labels[cz]),
         (np.asarray(vol[:, cy].compute(scheduler="synchronous"))[::-1], labels[:, cy][::-1]),

@@ -142,3 +142,15 @@ def test_predict_volume_hook_drives_multi_stage_plugins(volume, test_plugins, tm
     assert np.array_equal(labels, expected)
     assert summary["engine"] == "predict_volume hook"
     assert summary["labels"]["dense"]["volume_ml"] == pytest.approx((expected == 2).sum() * 2.0 / 1000)
+
+
+def test_preview_centre_is_the_labelled_voxels_centre() -> None:
+    """The preview's slices go through the labels' centre, computed plane by plane."""
+    from tessera.pipelines.runners.segment_3d import _foreground_centre
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((20, 30, 25), np.uint8)
+    labels[12:18, 3:9, 15:24] = rng.integers(1, 4, (6, 6, 9))
+    expected = tuple(int(v) for v in np.argwhere(labels > 0).mean(axis=0))
+    assert _foreground_centre(labels) == expected
+    assert _foreground_centre(np.zeros((4, 6, 8), np.uint8)) == (2, 3, 4)
