@@ -57,8 +57,8 @@ class TrainConfig:
     n_val: int = 3
     shape_zyx: tuple[int, int, int] = (96, 192, 192)
     spacing_mm: tuple[float, float, float] = (1.0, 0.7, 0.7)
-    steps_airway: int = 360
-    steps_av: int = 600
+    steps_airway: int = 1000
+    steps_av: int = 1000
     batch: int = 2
     lr: float = 3e-3
     lr_min: float = 1e-4

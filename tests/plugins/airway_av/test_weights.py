@@ -1,8 +1,8 @@
 """The shipped airway-av demo weights on a held-out synthetic chest CT (ONNX Runtime, no torch).
 
 The volume (seed 903) has the training volumes' size and spacing but a seed the recipe
-never used (training 100-107, its held-out scores 900-902). Thresholds sit below the
-recipe's held-out numbers (MODEL_CARD.md) with margin for one volume's variation.
+never used (training 100-107, its held-out scores 900-902). The whole-flow test holds the
+weights to the issue's goals; the single-cube checks sit below them with margin.
 """
 
 from __future__ import annotations
@@ -110,10 +110,12 @@ def test_tessera_run_scores_a_heldout_ct(heldout, tmp_path: Path) -> None:
     assert code == 0
     summary = json.loads((tmp_path / "chest" / "summary.json").read_text())
     scores = summary["truth"]["classes"]
-    assert scores["airway"]["dsc"] > 0.7
-    assert scores["airway"]["tree_length_detected"] > 0.5
-    assert scores["artery"]["dsc"] > 0.75
-    assert scores["vein"]["dsc"] > 0.65  # 0.775 and artery 0.854 for the shipped weights
+    # the issue's goals; the shipped weights measure airway DSC 0.952, TD 0.996, artery
+    # DSC 0.910, vein DSC 0.840 on this volume (seed 903, never used in training)
+    assert scores["airway"]["dsc"] >= 0.85
+    assert scores["airway"]["tree_length_detected"] >= 0.8
+    assert scores["artery"]["dsc"] >= 0.75
+    assert scores["vein"]["dsc"] >= 0.75
 
 
 @pytest.mark.slow
