@@ -28,7 +28,8 @@ def session():
 
 @pytest.fixture(scope="module")
 def held_out():
-    return make_scenes(HELD_OUT_SEED, 24)
+    # the model card's held-out set: 150 scenes, 414 objects of >= 100 px (~15 s to render)
+    return make_scenes(HELD_OUT_SEED, 150)
 
 
 def _held_out_ious(session, scenes, kind):
@@ -57,32 +58,35 @@ def point_ious(session, held_out):
     return _held_out_ious(session, held_out, "point")
 
 
-# Floors for the shipped weights: their held-out means (MODEL_CARD.md, metrics.json) less a
-# margin, so a broken runtime, export or install fails while the weights stay the same.
-BOX_FLOOR, POINT_FLOOR, UNET_BOX_FLOOR = 0.70, 0.65, 0.78
+# The issue's targets: box >= 0.85, one positive point >= 0.75, on held-out scenes. The
+# shipped weights measure (MODEL_CARD.md, weights/metrics.json, this exact set): tiny SAM
+# box 0.825, one click 0.800; SAM-UNet box 0.853.
+BOX_TARGET, POINT_TARGET = 0.85, 0.75
+BOX_FLOOR = 0.80  # the tiny SAM's box: its measured mean less a margin
+
+
+def test_held_out_iou_with_one_positive_point_reaches_the_target(point_ious):
+    assert len(point_ious) >= 400
+    assert point_ious.mean() >= POINT_TARGET, point_ious.mean()
+
+
+def test_sam_unet_variant_with_a_box_reaches_the_target(held_out):
+    s = PromptSession.from_plugin("sam", variant="demo-unet", cache=EmbeddingCache())
+    ious = _held_out_ious(s, held_out, "box")
+    assert ious.mean() >= BOX_TARGET, ious.mean()
+    with pytest.raises(ValueError, match="box prompts only"):
+        s.predict(points_l0_xy=[[10, 10]], labels=[1])
 
 
 def test_held_out_iou_with_a_box(box_ious):
-    assert len(box_ious) >= 40
+    assert len(box_ious) >= 400
     assert box_ious.mean() >= BOX_FLOOR, box_ious.mean()
 
 
-def test_held_out_iou_with_one_positive_point(point_ious):
-    assert point_ious.mean() >= POINT_FLOOR, point_ious.mean()
-
-
-@pytest.mark.xfail(strict=True, reason="issue 7 targets (box >= 0.85, one point >= 0.75) are not reached "
-                   "by the shipped demo weights (2000 CPU steps); see MODEL_CARD.md")
-def test_held_out_iou_reaches_the_issue_targets(box_ious, point_ious):
-    assert box_ious.mean() >= 0.85 and point_ious.mean() >= 0.75, (box_ious.mean(), point_ious.mean())
-
-
-def test_sam_unet_variant_with_a_box(held_out):
-    s = PromptSession.from_plugin("sam", variant="demo-unet", cache=EmbeddingCache())
-    ious = _held_out_ious(s, held_out[:12], "box")
-    assert ious.mean() >= UNET_BOX_FLOOR, ious.mean()
-    with pytest.raises(ValueError, match="box prompts only"):
-        s.predict(points_l0_xy=[[10, 10]], labels=[1])
+@pytest.mark.xfail(strict=True, reason="issue 7's box target (>= 0.85) is reached by the SAM-UNet "
+                   "variant (0.853) but not by the plain tiny SAM (0.825, 4500 CPU steps); see MODEL_CARD.md")
+def test_plain_tiny_sam_with_a_box_reaches_the_target(box_ious):
+    assert box_ious.mean() >= BOX_TARGET, box_ious.mean()
 
 
 @pytest.fixture(scope="module")
