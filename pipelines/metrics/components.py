@@ -7,9 +7,11 @@ from scipy import ndimage as ndi
 
 #: 26-connectivity: voxels touching by a face, an edge or a corner are connected.
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+#: whole-volume passes over label arrays go this many planes at a time (bounded memory)
+PLANES_PER_BLOCK = 8
 
 
-def label_counts(labels: np.ndarray, minlength: int = 0, planes: int = 8) -> np.ndarray:
+def label_counts(labels: np.ndarray, minlength: int = 0, planes: int = PLANES_PER_BLOCK) -> np.ndarray:
     """Voxels per label value of a non-negative integer volume, as ``np.bincount`` gives.
 
     Counted a few planes at a time: ``np.bincount`` first converts its whole input to
@@ -83,6 +85,6 @@ def keep_components_touching(mask: np.ndarray, seeds: np.ndarray, *,
     keep[0] = False
     out = np.zeros_like(mask)
     inside = out[box]
-    for z in range(0, labels.shape[0], 8):  # a lookup a few planes at a time: bounded memory
-        inside[z:z + 8] = keep[labels[z:z + 8]]
+    for z in range(0, labels.shape[0], PLANES_PER_BLOCK):
+        inside[z:z + PLANES_PER_BLOCK] = keep[labels[z:z + PLANES_PER_BLOCK]]
     return out

@@ -47,6 +47,7 @@ def decoder_threads(threads: int | None) -> int:
     """The decoder's thread count: the caller's, else ``DEFAULT_DECODER_THREADS``."""
     return DEFAULT_DECODER_THREADS if threads is None else threads
 
+
 class Graph(Protocol):
     """The part of an inference engine the runtime uses."""
 
