@@ -38,4 +38,5 @@ def runtime_from_plugin(
         preprocessing=settings.get("preprocessing", "sam"),
         box_only=bool(settings.get("box_only", False)),
         model_id=enc_file.sha256,
+        window_px=settings.get("window_px"),
     )

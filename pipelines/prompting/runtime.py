@@ -94,6 +94,7 @@ class SamRuntime:
         std: tuple[float, float, float] = SAM_STD,
         model_id: str = "",
         box_only: bool = False,
+        window_px: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.decoder = decoder
@@ -103,6 +104,10 @@ class SamRuntime:
         self.model_id = model_id  # identifies the weights (sha256 of the encoder file)
         self.box_only = box_only or preprocessing == "medsam"
         self.low_res_size = 4 * (self.input_size // 16)
+        # the side of the image windows a session cuts a large region into, each resized
+        # to ``input_size``: the image scale the weights were trained at (the official
+        # checkpoints: their input size; the demo weights: 256 px scenes at 512 px input)
+        self.window_px = int(window_px or self.input_size)
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
@@ -116,6 +121,7 @@ class SamRuntime:
         threads: int | None = None,
         box_only: bool = False,
         model_id: str | None = None,
+        window_px: int | None = None,
     ) -> SamRuntime:
         """Open two graph files (ONNX Runtime on ``device``, files safety-checked by the
         engine); the input size is read from the encoder's input shape. ``model_id``
@@ -127,7 +133,7 @@ class SamRuntime:
         dec = OnnxEngine(Path(decoder_path), device=device, threads=decoder_threads(threads),
                          label="SAM decoder")
         return cls.from_engines(enc, dec, preprocessing=preprocessing, box_only=box_only,
-                                model_id=model_id or sha256_file(Path(encoder_path)))
+                                model_id=model_id or sha256_file(Path(encoder_path)), window_px=window_px)
 
     @classmethod
     def from_engines(
@@ -138,6 +144,7 @@ class SamRuntime:
         preprocessing: Preprocessing = "sam",
         box_only: bool = False,
         model_id: str = "",
+        window_px: int | None = None,
     ) -> SamRuntime:
         """Two engines (``tessera.pipelines.engines``), the input size read from the
         encoder's input spec."""
@@ -148,7 +155,7 @@ class SamRuntime:
             msg = f"the encoder's input has no fixed size ({shape}); export it with a static shape"
             raise EngineError(msg, path=getattr(encoder, "path", None))
         return cls(encoder, decoder, input_size=size, preprocessing=preprocessing, model_id=model_id,
-                   box_only=box_only)
+                   box_only=box_only, window_px=window_px)
 
     # ---- the two steps -----------------------------------------------------------------
     def encode(self, image: np.ndarray, *, value_window: tuple[float, float] | None = None) -> Embedding:

@@ -130,8 +130,8 @@ class PromptSession:
     ) -> None:
         self.runtime = runtime
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.tile_px = runtime.input_size
-        self.halo_px = halo_px if halo_px is not None else runtime.input_size // 8
+        self.tile_px = runtime.window_px
+        self.halo_px = halo_px if halo_px is not None else runtime.window_px // 8
         self.max_windows = max_windows
         self._lock = threading.RLock()
         self._state: _ImageState | None = None

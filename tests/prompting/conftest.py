@@ -65,8 +65,9 @@ class FakeDecoder:
         }
 
 
-def fake_runtime(input_size: int = 64, radius_px: float = 5.0) -> SamRuntime:
-    return SamRuntime(FakeEncoder(), FakeDecoder(input_size, radius_px), input_size=input_size, model_id="fake-model")
+def fake_runtime(input_size: int = 64, radius_px: float = 5.0, window_px: int | None = None) -> SamRuntime:
+    return SamRuntime(FakeEncoder(), FakeDecoder(input_size, radius_px), input_size=input_size, model_id="fake-model",
+                      window_px=window_px)
 
 
 @pytest.fixture

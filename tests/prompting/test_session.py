@@ -57,6 +57,18 @@ def test_second_prompt_never_reruns_the_encoder(slide):
     assert rt.encoder.calls == len(s.windows)
 
 
+def test_windows_follow_the_weights_training_scale_not_the_input_size(slide):
+    """Weights trained on 32 px scenes resized to a 64 px input: regions are cut into
+    32 px windows (each resized 2x by preprocessing); clicks still land where made."""
+    rt = fake_runtime(input_size=64, radius_px=6, window_px=32)
+    s = PromptSession(rt, max_windows=200)
+    s.set_image(slide, level=2, region_l0=(0, 0, 1211, 903), precompute=False)
+    assert s.halo_px == 4 and all(max(w.lvl_hw) <= 32 for w in s.windows)
+    assert max(max(w.lvl_hw) for w in s.windows) == 32
+    r = s.predict(points_l0_xy=[[700, 500]], labels=[1])
+    assert np.all(np.abs(centre_of(r) - [700, 500]) <= slide.downsample(2) * 1.01)
+
+
 def test_large_region_is_tiled_and_prompts_go_to_their_window(slide):
     rt = fake_runtime(input_size=64)
     s = PromptSession(rt, halo_px=8)
