@@ -38,6 +38,8 @@ def train_command(
     ),
     seed: int = typer.Option(0, help="Random seed (same seed, same weights)."),
     quick: bool = typer.Option(False, "--quick", help="A few steps only (smoke test)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N], for recipes that can use a GPU."),
+    workers: int = typer.Option(0, "--workers", help="Processes making training batches (recipes that can)."),
 ) -> None:
     """Train a plugin's model with its recipe (needs the train extra: torch, timm)."""
     from tessera.pipelines.errors import MissingDependency, PluginError
@@ -52,6 +54,7 @@ def train_command(
     if hook is None:
         msg = f"plugin {plugin.id!r} has no train hook (hooks.train in its manifest)"
         raise PluginError(msg, path=plugin.manifest_path)
+    options = _recipe_options(hook, plugin, device=device, workers=workers)
     out_dir = out if out is not None else Path.cwd() / f"{plugin.id}-train"
     out_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"training {plugin.id} (seed {seed}{', quick' if quick else ''}) into {out_dir}",
@@ -60,7 +63,7 @@ def train_command(
 
     t0 = time.perf_counter()
     with progress_bar(rate=True) as bar:
-        metrics = hook(out_dir, seed=seed, quick=quick, progress=RichReporter(bar, show_rate=True))
+        metrics = hook(out_dir, seed=seed, quick=quick, progress=RichReporter(bar, show_rate=True), **options)
     if not isinstance(metrics, dict):
         msg = f"the train hook returned {type(metrics).__name__}, not a dict of metrics"
         raise PluginError(msg, path=plugin.manifest_path)
@@ -73,6 +76,22 @@ def train_command(
         console.print(f"  {key:<24} {shown}", highlight=False, markup=False)
     console.print(f"metrics written to {out_dir / 'metrics.json'} "
                   f"({record['seconds']} s)", highlight=False, markup=False)
+
+
+def _recipe_options(hook: Any, plugin: Any, **asked: Any) -> dict[str, Any]:
+    """The options the train hook takes (``device``, ``workers``); asking a recipe for
+    one it lacks, other than at its default, is an error rather than silently ignored."""
+    import inspect
+
+    from tessera.pipelines.errors import PluginError
+
+    defaults = {"device": "cpu", "workers": 0}
+    params = inspect.signature(hook).parameters
+    for name, value in asked.items():
+        if name not in params and value != defaults[name]:
+            msg = f"the {plugin.id!r} training recipe has no --{name} option; it runs with the default ({defaults[name]})"
+            raise PluginError(msg, path=plugin.manifest_path)
+    return {name: value for name, value in asked.items() if name in params}
 
 
 def register(app: typer.Typer) -> None:

@@ -64,3 +64,12 @@ def test_train_cli_runs_the_hook_and_records_metrics(tiny_cnn, tmp_path: Path) -
                  "--quick"]) == 0
     second = load_state_dict(tmp_path / "again" / "weights.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)  # same seed, same weights
+
+
+def test_train_cli_refuses_a_device_the_recipe_cannot_use(tiny_cnn, tmp_path: Path, capsys) -> None:
+    """The tiny recipe takes no device: --device cuda is an error, not silently the CPU."""
+    out = tmp_path / "gpu"
+    assert main(["train", str(tiny_cnn[0]), "--out", str(out), "--quick", "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "no --device option" in err and "tiny-cnn" in err
+    assert not (out / "metrics.json").exists()
