@@ -110,10 +110,11 @@ CONFIGS: dict[str, SamConfig] = {
     "vit_h": SamConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
     "vit_t": SamConfig(encoder="tiny_vit"),  # MobileSAM
     "medsam": SamConfig(preprocessing="medsam"),  # MedSAM: ViT-B keys, its own preprocessing
-    # The demo size trained here (train.py): 256 px input, 16 x 16 embeddings.
-    # Four global blocks so the same ViT can be SAM-UNet's frozen encoder.
+    # The demo size trained here (train.py): 512 px input (the 256 px synthetic scenes
+    # resized 2x, as SAM resizes every image to its input), 32 x 32 embeddings and
+    # 128 x 128 mask logits. Four global blocks so the same ViT can be SAM-UNet's frozen encoder.
     "demo": SamConfig(
-        img_size=256,
+        img_size=512,
         embed_dim=128,
         depth=8,
         num_heads=4,

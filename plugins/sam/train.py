@@ -1,35 +1,43 @@
 """Reproduces the shipped demo weights: a tiny SAM and a tiny SAM-UNet on synthetic objects.
 
-Recipe (deterministic for a seed, CPU, one thread):
+Recipe (one seed gives one set of batches, whatever the device or number of workers):
 
 1. data: ``tessera.pipelines.synthetic.objects`` scenes (H&E-like cells and glands,
    CT-like organs and vessels, ultrasound-like lesions and vessels; low contrast, faint
-   boundaries, speckle), 256 x 256 px; held-out scenes from another seed. Augmentation:
-   flips/90° turns, crops to a random aspect ratio padded bottom/right (as the runtime
-   pads a non-square region), blur by down/up-sampling.
-2. tiny SAM ("demo" config of ``model.py``: ViT 128-d, 8 blocks, 4 global, 256 px input,
-   16 x 16 embeddings; the official decoder at 128-d): per step one prompt layout for the
-   batch (box; one positive point; two points; box + point), prompts laid out exactly as
-   the ONNX runtime sends them. Loss as SAM: 20 x focal + dice on the single-mask output,
-   the same on the best of the three multimask outputs, and MSE of the IoU head; masks
-   compared with the area-averaged truth at 128 x 128. 4500 steps at 4e-4 with a
-   150-step warm-up and a cosine decay, AdamW (weight decay 0.05), 4 images x 4 objects
-   per step, gradient norm clipped at 1 (2000 steps left it under-trained: held-out IoU
-   was still rising at the end). Further phases (warm restarts with a fresh AdamW,
-   ``--extra-phase STEPS:LR``) are supported but not part of the shipped recipe: a 3000-step
-   restart at 3e-4 after the 2000 steps raised the training loss for its first 350 steps
-   (tried, stopped); one longer schedule did better.
+   boundaries, speckle), 256 x 256 px, 4000 for training (rendered in blocks of 200 from
+   their own seeds, so in parallel) and 150 held-out from another seed. Augmentation:
+   flips/90° turns, crops to a random aspect ratio, blur by down/up-sampling. Each scene
+   reaches the encoder resized exactly as the runtime resizes a region (longest side to
+   512 px, PIL bilinear, padded bottom/right); each step's batch is a pure function of
+   (seed, phase, step), so ``--workers`` processes make the same batches faster.
+2. tiny SAM ("demo" config of ``model.py``: ViT 128-d, 8 blocks, 4 global, 512 px input,
+   32 x 32 embeddings, 128 x 128 mask logits; the official decoder at 128-d): per step
+   one prompt layout for the batch (box; one positive point; two points; box + point),
+   prompts laid out exactly as the ONNX runtime sends them. Loss as SAM: 20 x focal + dice
+   on the single-mask output, the same on the best of the three multimask outputs, and
+   MSE of the IoU head; masks compared with the truth at 256 x 256 (scene pixels). 2700
+   steps of 8 images x 4 objects at 4e-4, 150-step warm-up, cosine decay, AdamW (weight
+   decay 0.05), gradient norm clipped at 1.
+   Why 512 px: at 256 px input (16 x 16 tokens, 64 x 64 mask logits, 4 scene pixels per
+   logit) the held-out box IoU stalled at 0.825 after 4500 steps; thin vessels, 2-6 px
+   wide, were the loss (0.57). SAM itself resizes every image to its 1024 px input.
 3. tiny SAM-UNet: the tiny SAM's ViT frozen, its prompt encoder and decoder as a start
    (the medical token and its hypernetwork from SAM's single-mask token and MLP);
    a slim ResNet branch (one basic block per stage, 16-128 channels) with adapters, the
-   multi-scale fusion and the medical token trained with box prompts (20 x focal + dice).
+   multi-scale fusion and the medical token trained with box prompts (20 x focal + dice),
+   600 steps of the same batches' size.
 4. export: encoder and decoder ONNX graphs (``export.py``), safetensors, held-out IoU
    through the ONNX Runtime path exactly as users get it.
 
-Run: ``python -m tessera.plugins.sam.train --out DIR`` (add ``--quick`` for a smoke run);
-``--install`` copies the results into the plugin's ``weights/`` and writes their sha256
-into ``manifest.toml``. Finished phases are kept in DIR and reused by a rerun with the
-same recipe (each phase is deterministic, so the result is the same).
+Run: ``tessera train sam --out DIR [--device cuda] [--workers N]`` or
+``python -m tessera.plugins.sam.train --out DIR`` (``--quick`` for a smoke run at 256 px;
+``--stages export`` exports and evaluates a finished run); ``--install`` copies the
+results into the plugin's ``weights/`` and writes their sha256 into ``manifest.toml``.
+The shipped weights were trained with ``--device cuda --workers 14`` on one H200 (314 s
+wall for both networks) and exported and evaluated here on the CPU. On a CPU the same
+recipe costs about 11 CPU-s a SAM step and 12 a SAM-UNet step (one thread, measured):
+~10 CPU-hours. Finished phases are kept in DIR and reused by a rerun with the same recipe. Runs are deterministic on the CPU; on a
+GPU two runs differ in the last digits (MODEL_CARD.md gives a rerun's IoU).
 """
 
 from __future__ import annotations
@@ -38,14 +46,15 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tessera.pipelines.progress import NullProgress, ProgressReporter
+from tessera.pipelines.prompting.transforms import preprocess, resized_shape
 from tessera.pipelines.synthetic.objects import (
     ObjectScene,
     centre_point,
@@ -55,7 +64,7 @@ from tessera.pipelines.synthetic.objects import (
     sample_points,
 )
 
-IMG = 256
+IMG = 256  # side of the synthetic scenes (px); the encoder input is Recipe.img_size
 PROMPT_KINDS = ("box", "point", "points", "box+point")
 PROMPT_WEIGHTS = (0.35, 0.35, 0.15, 0.15)
 
@@ -64,17 +73,21 @@ PROMPT_WEIGHTS = (0.35, 0.35, 0.15, 0.15)
 class Recipe:
     """Hyper-parameters of one training run."""
 
-    n_train_scenes: int = 2000
+    n_train_scenes: int = 4000
     n_val_scenes: int = 150
-    sam_steps: int = 4500
+    # encoder input: scenes are resized to it exactly as the runtime resizes a region
+    # (longest side, PIL bilinear), so 512 gives 32 x 32 embeddings and 128 x 128 mask
+    # logits for a 256 px scene (2 px per mask pixel instead of 4 at 256)
+    img_size: int = 512
+    sam_steps: int = 2700
     # further SAM phases after the first: (steps, peak lr), each a fresh AdamW with a short
     # warm-up and a cosine decay (a warm restart), data drawn from its own seeded stream
     sam_extra_phases: tuple[tuple[int, float], ...] = ()
     phase_warmup: int = 50
-    unet_steps: int = 1200
-    batch_images: int = 4
+    unet_steps: int = 600
+    batch_images: int = 8
     objects_per_image: int = 4
-    loss_px: int = 128  # masks are compared with the (area-averaged) truth at this size
+    loss_px: int = 256  # masks are compared with the (area-averaged) truth at this size
     lr: float = 4e-4
     unet_lr: float = 5e-4
     weight_decay: float = 0.05
@@ -84,7 +97,7 @@ class Recipe:
     @classmethod
     def quick(cls) -> Recipe:
         return cls(n_train_scenes=24, n_val_scenes=6, sam_steps=6, unet_steps=4, batch_images=2,
-                   objects_per_image=2, warmup=2, sam_extra_phases=((3, 1e-4),))
+                   objects_per_image=2, warmup=2, sam_extra_phases=((3, 1e-4),), img_size=256, loss_px=128)
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,11 +156,28 @@ def _prompt(rng: np.random.Generator, kind: str, mask: np.ndarray, others: np.nd
     return np.concatenate([c, box]), np.concatenate([lab, [2, 3]]).astype(np.float32)
 
 
+def _encoder_input(img: np.ndarray, hw: tuple[int, int], size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The valid part of a padded scene resized as ``transforms.preprocess`` resizes a
+    region (longest side to ``size``, PIL bilinear), padded bottom/right: uint8
+    (size, size, 3) and the resized (h, w). Normalising happens on the training device."""
+    h, w = hw
+    rh, rw = resized_shape(h, w, size)
+    crop = np.ascontiguousarray(img[:h, :w])
+    if (rh, rw) != (h, w):
+        from PIL import Image
+
+        crop = np.asarray(Image.fromarray(crop).resize((rw, rh), Image.BILINEAR))
+    out = np.zeros((size, size, 3), np.uint8)
+    out[:rh, :rw] = crop
+    return out, (rh, rw)
+
+
 def make_batch(
     rng: np.random.Generator, scenes: list[ObjectScene], recipe: Recipe, kind: str
 ) -> dict[str, np.ndarray]:
-    """Images (B, 3, IMG, IMG) uint8-valued float32 (0-255, zero padding), prompts
-    (B*K, N, 2)/(B*K, N), targets (B*K, IMG, IMG) float32."""
+    """Encoder inputs (B, 3, S, S) uint8 (S = ``recipe.img_size``, zero padding) with their
+    valid (h, w), prompts in input pixels (B*K, N, 2)/(B*K, N), boolean targets
+    (B*K, IMG, IMG) in scene pixels (the scene frame is the input frame scaled by IMG / S)."""
     images, coords, labels, targets, valid = [], [], [], [], []
     k = recipe.objects_per_image
     while len(images) < recipe.batch_images:
@@ -158,16 +188,18 @@ def make_batch(
         if len(ids) == 0:
             continue
         chosen = rng.choice(ids, size=k, replace=len(ids) < k)
-        images.append(img)
-        valid.append(hw)
+        inp, rhw = _encoder_input(img, hw, recipe.img_size)
+        images.append(inp)
+        valid.append(rhw)
+        scale = np.array([rhw[1] / hw[1], rhw[0] / hw[0]], np.float32)
         for i in chosen:
             mask = lab == i
             c, lb = _prompt(rng, kind, mask, lab)
-            coords.append(c)
+            coords.append(c * scale)
             labels.append(lb)
-            targets.append(mask.astype(np.float32))
+            targets.append(mask)
     return {
-        "images": np.stack(images).transpose(0, 3, 1, 2).astype(np.float32),
+        "images": np.stack(images).transpose(0, 3, 1, 2),
         "coords": np.stack(coords).astype(np.float32),
         "labels": np.stack(labels).astype(np.float32),
         "targets": np.stack(targets),
@@ -175,15 +207,86 @@ def make_batch(
     }
 
 
+# Data workers: a batch is a pure function of (seed, stream, step), so any number of
+# worker processes (``--workers``) yields the same batches in the same order; the scenes
+# reach forked workers through this module global instead of being pickled per task.
+_WORKER_SCENES: list[ObjectScene] = []
+
+
+def _step_batch(job: tuple[int, int, int, Recipe, str | None]) -> tuple[str, dict[str, np.ndarray]]:
+    seed, stream, step, recipe, kind = job
+    rng = np.random.default_rng([seed, stream, step])
+    kind = kind or str(rng.choice(PROMPT_KINDS, p=PROMPT_WEIGHTS))
+    return kind, make_batch(rng, _WORKER_SCENES, recipe, kind)
+
+
+def batches(
+    scenes: list[ObjectScene], recipe: Recipe, seed: int, stream: int, steps: int, kind: str | None,
+    pool: Any | None = None,
+) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """The training batches of one phase, in step order; ``kind`` None draws a prompt
+    layout per step. ``pool``: a fork-started multiprocessing pool made after
+    :func:`share_scenes` (batches then come from its workers)."""
+    global _WORKER_SCENES
+    if pool is None:
+        _WORKER_SCENES = scenes
+    jobs = ((seed, stream, step, recipe, kind) for step in range(steps))
+    return iter(map(_step_batch, jobs)) if pool is None else _prefetched(pool, jobs)
+
+
+def _prefetched(pool: Any, jobs: Iterator[Any], per_worker: int = 4) -> Iterator[Any]:
+    """Results of ``jobs`` from ``pool`` in order, at most ``per_worker`` batches per
+    worker ahead of the consumer (``Pool.imap`` runs ahead without bound: gigabytes of
+    batches when the workers outpace the GPU)."""
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    depth = per_worker * pool._processes  # the pool's size: multiprocessing exposes it no other way
+    for job in jobs:
+        pending.append(pool.apply_async(_step_batch, (job,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def share_scenes(scenes: list[ObjectScene], workers: int) -> Any | None:
+    """A pool of ``workers`` forked data workers that see ``scenes`` (None for 0 or 1:
+    batches are then made in this process). Start it before CUDA is initialised."""
+    global _WORKER_SCENES
+    if workers <= 1:
+        return None
+    import multiprocessing as mp
+
+    _WORKER_SCENES = scenes
+    return mp.get_context("fork").Pool(workers)
+
+
+def _render_block(job: tuple[int, int]) -> list[ObjectScene]:
+    return make_scenes(*job)
+
+
+def training_scenes(seed: int, n: int, workers: int = 0, block: int = 200) -> list[ObjectScene]:
+    """``n`` training scenes rendered in blocks of ``block`` (block b from seed
+    ``20_000 + 1000 * seed + b``), so they can be rendered in parallel; the held-out
+    scenes come from seed ``seed + 10_000``."""
+    jobs = [(20_000 + 1000 * seed + b, min(block, n - b * block)) for b in range(math.ceil(n / block))]
+    if workers <= 1:
+        return [s for job in jobs for s in _render_block(job)]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        return [s for part in pool.map(_render_block, jobs) for s in part]
+
+
 # ---------------------------------------------------------------------------------------
 # losses and schedule
 # ---------------------------------------------------------------------------------------
-def _target(masks: np.ndarray, px: int) -> Any:
-    """(M, IMG, IMG) truth -> (M, 1, px, px) coverage fractions (area average)."""
-    import torch
+def _target(masks: Any, px: int) -> Any:
+    """(M, IMG, IMG) truth tensor -> (M, 1, px, px) coverage fractions (area average)."""
     import torch.nn.functional as F
 
-    t = torch.from_numpy(masks).unsqueeze(1)
+    t = masks.unsqueeze(1)
     return F.adaptive_avg_pool2d(t, px) if px != t.shape[-1] else t
 
 
@@ -194,18 +297,30 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _normalise_padded(images: np.ndarray, valid_hw: np.ndarray) -> Any:
-    """Normalise on the 0-255 scale, then zero the padding outside each image's valid
-    (h, w), as the runtime pads after normalising."""
+def _normalise_padded(images: Any, valid_hw: np.ndarray) -> Any:
+    """uint8-valued (B, 3, S, S) tensor -> normalised on the 0-255 scale with the padding
+    outside each image's valid (h, w) zero, as ``transforms.preprocess`` pads after
+    normalising."""
     import torch
 
-    x = torch.from_numpy(images)
-    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
-    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = images.float()
+    mean = torch.tensor([123.675, 116.28, 103.53], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375], device=x.device).view(1, 3, 1, 1)
     out = (x - mean) / std
     for b, (h, w) in enumerate(valid_hw):
         out[b, :, int(h):, :] = 0
         out[b, :, :, int(w):] = 0
+    return out
+
+
+def _to_device(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
+    """Batch arrays as tensors on ``device`` (images normalised, valid_hw left as numpy)."""
+    import torch
+
+    out: dict[str, Any] = {k: torch.from_numpy(v).to(device, non_blocking=True)
+                           for k, v in batch.items() if k != "valid_hw"}
+    out["x"] = _normalise_padded(out.pop("images"), batch["valid_hw"])
+    out["targets"] = out["targets"].float()
     return out
 
 
@@ -215,17 +330,29 @@ def _normalise_padded(images: np.ndarray, valid_hw: np.ndarray) -> Any:
 def _phase_tag(recipe: Recipe, seed: int, phase: int) -> str:
     phases = [(recipe.sam_steps, recipe.lr), *recipe.sam_extra_phases][: phase + 1]
     return json.dumps({"seed": seed, "phases": phases, "batch": recipe.batch_images,
-                       "objects": recipe.objects_per_image, "scenes": recipe.n_train_scenes})
+                       "objects": recipe.objects_per_image, "scenes": recipe.n_train_scenes,
+                       "img_size": recipe.img_size, "loss_px": recipe.loss_px})
+
+
+@dataclass
+class Trainer:
+    """Where and how batches are made and the networks run: ``device`` (``cpu``,
+    ``cuda``), an optional pool of data workers (:func:`share_scenes`), progress and log."""
+
+    device: str = "cpu"
+    pool: Any | None = None
+    progress: ProgressReporter = field(default_factory=NullProgress)
+    log: Callable[[str], None] = print
 
 
 def train_sam(
-    scenes: list[ObjectScene], recipe: Recipe, seed: int, progress: ProgressReporter,
-    log: Callable[[str], None], val_scenes: list[ObjectScene] | None = None, eval_every: int = 500,
+    scenes: list[ObjectScene], recipe: Recipe, seed: int, run: Trainer,
+    val_scenes: list[ObjectScene] | None = None, eval_every: int = 500,
     checkpoint: Path | None = None, phase_dir: Path | None = None,
 ) -> Any:
     """All SAM phases; after each, the weights go to ``phase_dir/sam_demo.phase<i>.safetensors``
     (tagged with the recipe), and a later run with the same recipe starts after the last
-    finished phase instead of redoing it (each phase is deterministic)."""
+    finished phase instead of redoing it (each phase is deterministic on the CPU)."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -233,7 +360,7 @@ def train_sam(
     from tessera.plugins.sam.model import build_sam
 
     torch.manual_seed(seed)
-    model = build_sam("demo").train()
+    model = build_sam("demo", img_size=recipe.img_size).to(run.device).train()
     phases = [(recipe.sam_steps, recipe.lr, recipe.warmup), *((s, lr, recipe.phase_warmup)
                                                               for s, lr in recipe.sam_extra_phases)]
     for i, (steps, lr, warmup) in enumerate(phases):
@@ -242,22 +369,21 @@ def train_sam(
             with safe_open(str(saved), "pt") as fh:
                 tag = (fh.metadata() or {}).get("recipe")
             if tag == _phase_tag(recipe, seed, i):
-                model.load_state_dict(load_file(saved))
-                log(f"sam phase {i}: reusing {saved.name}")
+                model.load_state_dict(load_file(saved, device=str(run.device)))
+                run.log(f"sam phase {i}: reusing {saved.name}")
                 continue
-        rng = np.random.default_rng(seed + 1 + 1000 * i)
-        _train_sam_phase(model, scenes, recipe, rng, steps, lr, warmup, progress, log, val_scenes,
-                         eval_every, checkpoint, phase=i)
+        stream = batches(scenes, recipe, seed, 1 + i, steps, None, run.pool)
+        _train_sam_phase(model, stream, recipe, steps, lr, warmup, run, val_scenes, eval_every, checkpoint, phase=i)
         if saved is not None:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, saved,
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, saved,
                       metadata={"recipe": _phase_tag(recipe, seed, i)})
     return model.eval()
 
 
 def _train_sam_phase(
-    model: Any, scenes: list[ObjectScene], recipe: Recipe, rng: np.random.Generator, steps: int, lr: float,
-    warmup: int, progress: ProgressReporter, log: Callable[[str], None], val_scenes: list[ObjectScene] | None,
-    eval_every: int, checkpoint: Path | None, phase: int,
+    model: Any, stream: Iterator[tuple[str, dict[str, np.ndarray]]], recipe: Recipe, steps: int, lr: float,
+    warmup: int, run: Trainer, val_scenes: list[ObjectScene] | None, eval_every: int, checkpoint: Path | None,
+    phase: int,
 ) -> None:
     import torch
     import torch.nn.functional as F
@@ -271,20 +397,16 @@ def _train_sam_phase(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    progress.start(steps, f"training tiny SAM (phase {phase + 1})")
-    t0 = time.process_time()
+    run.progress.start(steps, f"training tiny SAM (phase {phase + 1})")
+    t0, w0 = time.process_time(), time.perf_counter()
     running = 0.0
-    for step in range(steps):
-        kind = str(rng.choice(PROMPT_KINDS, p=PROMPT_WEIGHTS))
-        batch = make_batch(rng, scenes, recipe, kind)
+    for step, (_kind, batch) in enumerate(stream):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr, warmup)
-        x = _normalise_padded(batch["images"], batch["valid_hw"])
-        emb = model.image_encoder(x).repeat_interleave(recipe.objects_per_image, 0)
-        coords = torch.from_numpy(batch["coords"])
-        labels = torch.from_numpy(batch["labels"])
-        target = _target(batch["targets"], recipe.loss_px)
-        sparse = model.prompt_encoder.embed_points(coords, labels)
+        b = _to_device(batch, run.device)
+        emb = model.image_encoder(b["x"]).repeat_interleave(recipe.objects_per_image, 0)
+        target = _target(b["targets"], recipe.loss_px)
+        sparse = model.prompt_encoder.embed_points(b["coords"], b["labels"])
         dense = model.prompt_encoder.no_mask_dense(sparse.shape[0])
         masks, iou = model.mask_decoder.predict_masks(emb, model.prompt_encoder.get_dense_pe(), sparse, dense)
         px = recipe.loss_px
@@ -303,67 +425,61 @@ def _train_sam_phase(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
-        progress.advance(1)
+        run.progress.advance(1)
         if step % 50 == 0 or step == steps - 1:
-            log(f"sam phase {phase} step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s")
-        if val_scenes and ((step + 1) % eval_every == 0 or step == steps - 1):
+            value = float(loss.detach())
+            running = 0.9 * running + 0.1 * value if step else value
+            run.log(f"sam phase {phase} step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s "
+                    f"wall {time.perf_counter() - w0:.0f}s")
+        if val_scenes and eval_every and ((step + 1) % eval_every == 0 or step == steps - 1):
             model.eval()
             res = evaluate(lambda im, pt, box: predict_torch(model, im, pt, box), val_scenes)
-            log(f"sam phase {phase} step {step + 1} held-out iou box {res['iou_box']:.4f} "
-                f"point {res['iou_point']:.4f}")
+            run.log(f"sam phase {phase} step {step + 1} held-out iou box {res['iou_box']:.4f} "
+                    f"point {res['iou_point']:.4f}")
             if checkpoint is not None:
                 from safetensors.torch import save_file
 
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, checkpoint)
             model.train()
-    progress.close()
+    run.progress.close()
 
 
-def train_sam_unet(
-    sam: Any, scenes: list[ObjectScene], recipe: Recipe, seed: int, progress: ProgressReporter,
-    log: Callable[[str], None],
-) -> Any:
+def train_sam_unet(sam: Any, scenes: list[ObjectScene], recipe: Recipe, seed: int, run: Trainer) -> Any:
     import torch
     import torch.nn.functional as F
 
     from tessera.plugins.sam.sam_unet import (
         SamUNet,
-        SamUNetConfig,
         mask_losses,
         sam_unet_state_from_sam,
     )
 
     torch.manual_seed(seed + 7)
-    rng = np.random.default_rng(seed + 8)
-    cfg = demo_unet_config()
+    cfg = demo_unet_config(recipe.img_size)
     model = SamUNet(cfg)
-    model.load_state_dict(sam_unet_state_from_sam(sam.state_dict(), model))
+    model.load_state_dict(sam_unet_state_from_sam({k: v.cpu() for k, v in sam.state_dict().items()}, model))
     with torch.no_grad():  # the medical token and its hypernetwork start as SAM's single-mask ones
         model.mask_decoder.med_token.weight.copy_(model.mask_decoder.sam_mask_decoder.mask_tokens.weight[:1])
         model.mask_decoder.hf_mlp.load_state_dict(
             model.mask_decoder.sam_mask_decoder.output_hypernetworks_mlps[0].state_dict()
         )
     model.freeze_vit()
-    model.train()
+    model.to(run.device).train()
     model.vit.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=recipe.weight_decay)
-    progress.start(recipe.unet_steps, "training tiny SAM-UNet")
-    t0 = time.process_time()
+    run.progress.start(recipe.unet_steps, "training tiny SAM-UNet")
+    t0, w0 = time.process_time(), time.perf_counter()
     running = 0.0
-    for step in range(recipe.unet_steps):
-        batch = make_batch(rng, scenes, recipe, "box")
+    k = recipe.objects_per_image
+    for step, (_kind, batch) in enumerate(batches(scenes, recipe, seed, 100, recipe.unet_steps, "box", run.pool)):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, recipe.unet_steps, recipe.unet_lr, recipe.warmup)
-        x = _normalise_padded(batch["images"], batch["valid_hw"])
-        emb, multi = model.encode(x)
-        k = recipe.objects_per_image
+        b = _to_device(batch, run.device)
+        emb, multi = model.encode(b["x"])
         emb, multi = emb.repeat_interleave(k, 0), multi.repeat_interleave(k, 0)
-        coords = torch.from_numpy(batch["coords"])
-        labels = torch.from_numpy(batch["labels"])
-        target = _target(batch["targets"], recipe.loss_px)
-        sparse = model.prompts.embed_points(coords, labels)
+        target = _target(b["targets"], recipe.loss_px)
+        sparse = model.prompts.embed_points(b["coords"], b["labels"])
         dense = model.prompts.no_mask_dense(sparse.shape[0])
         logits = model.mask_decoder(emb, model.prompts.get_dense_pe(), sparse, dense, multi)
         up = F.interpolate(logits, (recipe.loss_px, recipe.loss_px), mode="bilinear", align_corners=False)
@@ -372,20 +488,22 @@ def train_sam_unet(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        running = 0.98 * running + 0.02 * float(loss.detach()) if step else float(loss.detach())
-        progress.advance(1)
+        run.progress.advance(1)
         if step % 50 == 0 or step == recipe.unet_steps - 1:
-            log(f"unet step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s")
-    progress.close()
-    _ = SamUNetConfig  # the config type is part of the exported metadata
+            value = float(loss.detach())
+            running = 0.9 * running + 0.1 * value if step else value
+            run.log(f"unet step {step} loss {running:.4f} cpu {time.process_time() - t0:.0f}s "
+                    f"wall {time.perf_counter() - w0:.0f}s")
+    run.progress.close()
     return model.eval()
 
 
-def demo_unet_config() -> Any:
-    """The tiny SAM-UNet: the demo SAM plus a slim ResNet branch."""
+def demo_unet_config(img_size: int | None = None) -> Any:
+    """The tiny SAM-UNet: the demo SAM plus a slim ResNet branch (at ``img_size`` input)."""
     from tessera.plugins.sam.sam_unet import UNET_CONFIGS
 
-    return UNET_CONFIGS["demo"]
+    cfg = UNET_CONFIGS["demo"]
+    return cfg if img_size is None else replace(cfg, sam=replace(cfg.sam, img_size=img_size))
 
 
 # ---------------------------------------------------------------------------------------
@@ -408,28 +526,34 @@ def held_out_prompts(scenes: list[ObjectScene], min_area_px: int = 100) -> list[
 
 
 def predict_torch(model: Any, image: np.ndarray, point: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
-    """A torch prediction for a 256 x 256 scene with the runtime's prompt layout and the
-    official ONNX mask selection (best multimask output for two prompt tokens or fewer,
-    the single-mask output otherwise)."""
+    """A torch prediction for a scene through the runtime's preprocessing and prompt
+    layout and the official ONNX mask selection (best multimask output for two prompt
+    tokens or fewer, the single-mask output otherwise)."""
     import torch
     import torch.nn.functional as F
 
+    device = next(model.parameters()).device
+    size = model.config.img_size
     h, w = image.shape[:2]
+    x, tf = preprocess(image, size)
     with torch.no_grad():
-        x = _normalise_padded(image.transpose(2, 0, 1)[None].astype(np.float32), np.array([[h, w]]))
-        emb = model.image_encoder(x)
+        emb = model.image_encoder(torch.from_numpy(x).to(device))
         if box is not None:
             coords, labels = box.reshape(1, 2, 2), np.array([[2, 3]], np.float32)
         else:
             coords = np.concatenate([point.reshape(1, 2), np.zeros((1, 2), np.float32)])[None]
             labels = np.array([[1, -1]], np.float32)
-        c, lab = torch.from_numpy(coords.astype(np.float32)), torch.from_numpy(labels)
+        coords = tf.to_input(coords)
+        coords[0, labels[0] < 0] = 0  # the padding point stays at (0, 0)
+        c, lab = torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
         sparse = model.prompt_encoder.embed_points(c, lab)
         dense = model.prompt_encoder.no_mask_dense(1)
         masks, iou_pred = model.mask_decoder.predict_masks(emb, model.prompt_encoder.get_dense_pe(), sparse, dense)
         idx = 0 if c.shape[1] > 2 else 1 + int(torch.argmax(iou_pred[0, 1:]))
-        up = F.interpolate(masks[:, idx : idx + 1], (IMG, IMG), mode="bilinear", align_corners=False)
-    return (up[0, 0, :h, :w] > 0).numpy()
+        up = F.interpolate(masks[:, idx : idx + 1], (size, size), mode="bilinear", align_corners=False)
+        rh, rw = tf.resized_hw
+        up = F.interpolate(up[..., :rh, :rw], (h, w), mode="bilinear", align_corners=False)
+    return (up[0, 0] > 0).cpu().numpy()
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -476,45 +600,73 @@ def train(
     stages: tuple[str, ...] = ("sam", "unet", "export"),
     recipe: Recipe | None = None,
     eval_every: int = 500,
+    device: str = "cpu",
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train the tiny SAM and SAM-UNet, export them, and measure held-out IoU through
     ONNX Runtime. Writes into ``out_dir``: ``sam_demo.safetensors``, ``encoder.onnx``,
     ``decoder.onnx``, ``sam_unet_demo.safetensors``, ``unet_encoder.onnx``,
-    ``unet_decoder.onnx``, ``metrics.json``; returns the metrics."""
+    ``unet_decoder.onnx``, ``metrics.json``; returns the metrics.
+
+    ``device`` ``cuda`` trains on a GPU (same recipe and batches; not bit-identical to a
+    CPU run); ``workers`` > 1 makes batches in that many forked processes (same batches)."""
     import torch
     from safetensors.torch import load_file, save_file
 
     from tessera.plugins.sam.model import Sam, sam_config
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    if device == "cpu":
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+    else:  # TF32 matmuls: the networks are small, and the held-out IoU is measured after export
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     progress = progress or NullProgress()
     recipe = recipe or (Recipe.quick() if quick else Recipe())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {"seed": seed, "quick": quick, "recipe": recipe.__dict__}
-    t0 = time.process_time()
-    train_scenes = make_scenes(seed, recipe.n_train_scenes)
+    metrics: dict[str, Any] = {"seed": seed, "quick": quick, "recipe": recipe.__dict__, "device": device}
+    t0, w0 = time.process_time(), time.perf_counter()
+    training = bool({"sam", "unet"} & set(stages))
+    if not training and (out_dir / "metrics.json").exists():  # export only: keep the training run's record
+        before = json.loads((out_dir / "metrics.json").read_text())
+        before = before.get("metrics", before) if "plugin" in before else before  # `tessera train`'s record
+        metrics = {**metrics, **before}
+    train_scenes = training_scenes(seed, recipe.n_train_scenes, workers) if training else []
     val_scenes = make_scenes(seed + 10_000, recipe.n_val_scenes)
-    log(f"{len(train_scenes)} training scenes, {len(val_scenes)} held-out, cpu {time.process_time() - t0:.0f}s")
+    log(f"{len(train_scenes)} training scenes, {len(val_scenes)} held-out, cpu {time.process_time() - t0:.0f}s "
+        f"wall {time.perf_counter() - w0:.0f}s")
+    pool = share_scenes(train_scenes, workers)  # forked before CUDA starts
+    if device != "cpu":
+        metrics["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    run = Trainer(device=device, pool=pool, progress=progress, log=log)
+    sam_cfg = sam_config("demo", img_size=recipe.img_size)
+    try:
+        sam_path = out_dir / "sam_demo.safetensors"
+        if "sam" in stages:
+            sam = train_sam(train_scenes, recipe, seed, run, val_scenes[:30], eval_every,
+                            checkpoint=out_dir / "sam_demo.partial.safetensors", phase_dir=out_dir)
+            save_file({k: v.detach().cpu().contiguous() for k, v in sam.state_dict().items()}, sam_path,
+                      metadata={"config": json.dumps(sam_cfg.to_dict()), "variant": "demo"})
+        sam = Sam(sam_cfg)
+        sam.load_state_dict(load_file(sam_path))
+        sam.eval()
+        if training:
+            metrics["cpu_s_sam"] = time.process_time() - t0
+            metrics["wall_s_sam"] = time.perf_counter() - w0
 
-    sam_path = out_dir / "sam_demo.safetensors"
-    if "sam" in stages:
-        sam = train_sam(train_scenes, recipe, seed, progress, log, val_scenes[:30], eval_every,
-                        checkpoint=out_dir / "sam_demo.partial.safetensors", phase_dir=out_dir)
-        save_file({k: v.contiguous() for k, v in sam.state_dict().items()}, sam_path,
-                  metadata={"config": json.dumps(sam_config("demo").to_dict()), "variant": "demo"})
-    sam = Sam(sam_config("demo"))
-    sam.load_state_dict(load_file(sam_path))
-    sam.eval()
-    metrics["cpu_s_sam"] = time.process_time() - t0
-
-    unet_path = out_dir / "sam_unet_demo.safetensors"
-    if "unet" in stages:
-        unet = train_sam_unet(sam, train_scenes, recipe, seed, progress, log)
-        save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, unet_path,
-                  metadata={"config": json.dumps(demo_unet_config().to_dict()), "variant": "demo-unet"})
-    metrics["cpu_s_total_training"] = time.process_time() - t0
+        unet_cfg = demo_unet_config(recipe.img_size)
+        unet_path = out_dir / "sam_unet_demo.safetensors"
+        if "unet" in stages:
+            unet = train_sam_unet(sam, train_scenes, recipe, seed, run)
+            save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, unet_path,
+                      metadata={"config": json.dumps(unet_cfg.to_dict()), "variant": "demo-unet"})
+    finally:
+        if pool is not None:
+            pool.terminate()
+    if training:
+        metrics["cpu_s_total_training"] = time.process_time() - t0
+        metrics["wall_s_total_training"] = time.perf_counter() - w0
 
     if "export" in stages:
         from tessera.plugins.sam import export
@@ -523,14 +675,14 @@ def train(
         parity = export.export_sam(sam, out_dir / "encoder.onnx", out_dir / "decoder.onnx")
         metrics["onnx_parity_sam"] = parity
         if unet_path.exists():
-            unet = SamUNet(demo_unet_config())
+            unet = SamUNet(unet_cfg)
             unet.load_state_dict(load_file(unet_path))
             unet.eval()
             metrics["onnx_parity_unet"] = export.export_sam_unet(
                 unet, out_dir / "unet_encoder.onnx", out_dir / "unet_decoder.onnx"
             )
         metrics.update(evaluate_onnx(out_dir, val_scenes))
-    metrics["cpu_s_total"] = time.process_time() - t0
+    metrics["cpu_s_total" if training else "cpu_s_export_and_evaluation"] = time.process_time() - t0
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     log(json.dumps({k: v for k, v in metrics.items() if k.startswith("iou") or k.startswith("unet_iou")}))
     return metrics
@@ -542,18 +694,34 @@ def evaluate_onnx(out_dir: Path, val_scenes: list[ObjectScene]) -> dict[str, Any
 
     out: dict[str, Any] = {}
     rt = SamRuntime.from_onnx(out_dir / "encoder.onnx", out_dir / "decoder.onnx")
-    res = evaluate(lambda im, pt, box: _predict_runtime(rt, im, pt, box), val_scenes)
+    encode = _last_encoding(rt.encode)
+    res = evaluate(lambda im, pt, box: _predict_runtime(rt, encode(im), pt, box), val_scenes)
     out.update(res)
     if (out_dir / "unet_encoder.onnx").exists():
         rt_u = SamRuntime.from_onnx(out_dir / "unet_encoder.onnx", out_dir / "unet_decoder.onnx")
-        res_u = evaluate(lambda im, pt, box: _predict_runtime(rt_u, im, pt, box), val_scenes, kinds=("box",))
+        encode_u = _last_encoding(rt_u.encode)
+        res_u = evaluate(lambda im, pt, box: _predict_runtime(rt_u, encode_u(im), pt, box), val_scenes,
+                         kinds=("box",))
         out["unet_iou_box"] = res_u["iou_box"]
         out["unet_by_object_kind"] = res_u["by_object_kind"]
     return out
 
 
-def _predict_runtime(rt: Any, image: np.ndarray, point: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
-    emb = rt.encode(image)
+def _last_encoding(encode: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+    """``encode`` remembering the last image's result: :func:`evaluate` prompts every
+    object of a scene in turn, and the encoder should run once per scene, as in the app."""
+    last: dict[int, Any] = {}
+
+    def cached(image: np.ndarray) -> Any:
+        if id(image) not in last:
+            last.clear()
+            last[id(image)] = encode(image)
+        return last[id(image)]
+
+    return cached
+
+
+def _predict_runtime(rt: Any, emb: Any, point: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
     pts = None if point is None else point.reshape(1, 2)
     labels = None if point is None else np.ones(1, np.float32)
     return rt.predict(emb, points_xy=pts, labels=labels, box_xyxy=box).mask
@@ -601,7 +769,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sam-steps", type=int, default=None)
     ap.add_argument("--unet-steps", type=int, default=None)
     ap.add_argument("--train-scenes", type=int, default=None)
-    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--eval-every", type=int, default=500, help="held-out check every N steps (0: none)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--workers", type=int, default=0, help="processes making batches (same batches)")
+    ap.add_argument("--batch-images", type=int, default=None)
     ap.add_argument("--install", action="store_true",
                     help="only copy a finished run in --out into the plugin's weights/ and manifest")
     ap.add_argument("--extra-phase", action="append", default=None, metavar="STEPS:LR",
@@ -616,13 +787,14 @@ def main(argv: list[str] | None = None) -> None:
         "sam_steps": args.sam_steps,
         "unet_steps": args.unet_steps,
         "n_train_scenes": args.train_scenes,
+        "batch_images": args.batch_images,
     }
     recipe = replace(recipe, **{k: v for k, v in changes.items() if v is not None})
     if args.extra_phase is not None:
         phases = tuple((int(s), float(lr)) for s, lr in (p.split(":") for p in args.extra_phase))
         recipe = replace(recipe, sam_extra_phases=phases)
     train(args.out, seed=args.seed, quick=args.quick, stages=tuple(args.stages.split(",")),
-          recipe=recipe, eval_every=args.eval_every)
+          recipe=recipe, eval_every=args.eval_every, device=args.device, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,52 @@ def test_quick_recipe_exports_evaluates_and_installs(tmp_path):
     assert {f.path for f in manifest.files} == set(sums)
     for f in manifest.files:
         assert f.sha256 == sha256_file(plugin / f.path)
+
+
+def test_batches_are_the_same_from_worker_processes():
+    """A batch is a function of (seed, stream, step): workers only change the speed."""
+    import numpy as np
+
+    from tessera.plugins.sam import train as sam_train
+
+    recipe = sam_train.Recipe.quick()
+    scenes = sam_train.training_scenes(3, 8, workers=2, block=3)
+    assert [s.image.tobytes() for s in scenes] == [s.image.tobytes() for s in sam_train.training_scenes(3, 8, block=3)]
+    here = list(sam_train.batches(scenes, recipe, seed=3, stream=1, steps=5, kind=None))
+    pool = sam_train.share_scenes(scenes, workers=2)
+    try:
+        there = list(sam_train.batches(scenes, recipe, seed=3, stream=1, steps=5, kind=None, pool=pool))
+    finally:
+        pool.terminate()
+    assert [k for k, _ in here] == [k for k, _ in there]
+    for (_, a), (_, b) in zip(here, there, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_training_inputs_are_what_the_runtime_feeds_the_encoder():
+    """Scenes reach the encoder resized and padded exactly as ``preprocess`` does it for a
+    region of that shape, and prompts scale with them."""
+    import numpy as np
+
+    from tessera.pipelines.prompting.transforms import preprocess
+    from tessera.plugins.sam import train as sam_train
+
+    rng = np.random.default_rng(0)
+    scene = sam_train.make_scenes(5, 1)[0]
+    for h, w in ((256, 256), (200, 256), (256, 131)):
+        img = np.zeros((256, 256, 3), np.uint8)
+        img[:h, :w] = scene.image[:h, :w]
+        inp, rhw = sam_train._encoder_input(img, (h, w), 512)
+        want, tf = preprocess(np.ascontiguousarray(scene.image[:h, :w]), 512)
+        assert rhw == tf.resized_hw
+        got = sam_train._normalise_padded(torch.from_numpy(inp.transpose(2, 0, 1)[None].copy()), np.array([rhw]))
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    batch = sam_train.make_batch(rng, [scene], sam_train.Recipe(batch_images=2), "box")
+    assert batch["images"].shape == (2, 3, 512, 512) and batch["targets"].shape == (8, 256, 256)
+    for box, target, hw in zip(batch["coords"], batch["targets"], np.repeat(batch["valid_hw"], 4, 0), strict=True):
+        ys, xs = np.nonzero(target)
+        # the box prompt (jittered around the object) scaled by 2 lands around the object's scaled extent
+        assert abs(box[0, 0] / 2 - xs.min()) < 30 and abs(box[1, 1] / 2 - ys.max()) < 30
+        assert box.max() <= max(hw) + 1
