@@ -543,8 +543,7 @@ def predict_torch(model: Any, image: np.ndarray, point: np.ndarray | None, box: 
         else:
             coords = np.concatenate([point.reshape(1, 2), np.zeros((1, 2), np.float32)])[None]
             labels = np.array([[1, -1]], np.float32)
-        coords = tf.to_input(coords)
-        coords[0, labels[0] < 0] = 0  # the padding point stays at (0, 0)
+        coords = tf.to_input(coords)  # the (0, 0) padding point stays at (0, 0)
         c, lab = torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
         sparse = model.prompt_encoder.embed_points(c, lab)
         dense = model.prompt_encoder.no_mask_dense(1)
