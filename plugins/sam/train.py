@@ -612,8 +612,10 @@ def train(
     import torch
     from safetensors.torch import load_file, save_file
 
+    from tessera.pipelines.engines.devices import torch_device
     from tessera.plugins.sam.model import Sam, sam_config
 
+    device = str(torch_device(device))  # a clear error for a GPU that is not there
     if device == "cpu":
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)

@@ -89,3 +89,13 @@ def test_training_inputs_are_what_the_runtime_feeds_the_encoder():
         # the box prompt (jittered around the object) scaled by 2 lands around the object's scaled extent
         assert abs(box[0, 0] / 2 - xs.min()) < 30 and abs(box[1, 1] / 2 - ys.max()) < 30
         assert box.max() <= max(hw) + 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_asking_for_a_missing_gpu_is_a_one_line_error(tmp_path, capsys):
+    from tessera.app.cli.main import main
+
+    assert main(["train", "sam", "--quick", "--device", "cuda", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device cuda" in err[0] and "no CUDA device" in err[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
