@@ -83,10 +83,19 @@ class PromptTool:
         box = (max(0.0, vx0), max(0.0, vy0), min(float(w), vx1), min(float(h), vy1))
         if self.is_volume:
             box = None  # a CT slice is small: the whole slice
+        # encode lazily: the first prompt needs only its own window; warm() does the rest
         self.session.set_image(self.source, level=level, region_l0=box, z=z, value_window=self.value_window,
-                               cancel=cancel)
+                               precompute=False, cancel=cancel)
         self._region_key = (box, level, z)
         return True
+
+    def warm(self, cancel: threading.Event | None = None) -> int:
+        """Encode the region's remaining windows (a worker thread, after the first
+        prompt), unless the region has more than the session's ``max_windows``; returns
+        how many windows were encoded or found cached."""
+        if len(self.session.windows) > self.session.max_windows:
+            return 0
+        return self.session.encode_windows(cancel=cancel)
 
     def predict(self, points_l0_xy: np.ndarray | None, labels: np.ndarray | None,
                 box_l0_xyxy: np.ndarray | None = None) -> Any:

@@ -69,6 +69,7 @@ class SamDock(QWidget):
         self.masks_layer: Any = None
         self._masks_window: Any = None
         self._task: BackgroundTask | None = None
+        self._warm: BackgroundTask | None = None  # encodes the rest of the view after a first prompt
         self._pending = False
         self.last_timing: dict[str, float] = {}
         self.positive = True
@@ -155,6 +156,7 @@ class SamDock(QWidget):
         if self.points_layer is not None and self.points_layer in self.viewer.layers:
             for layer in (self.points_layer, self.box_layer):
                 self.viewer.layers.remove(layer)
+        self.stop_warming()
         self._image = image
         source = image.metadata[SOURCE_KEY]
         chosen = self._plugin if self._plugin is not None else (self.model_combo.currentData() or "sam")
@@ -248,11 +250,27 @@ class SamDock(QWidget):
         result, encoded, wall = out
         self.last_timing = {"decode_ms": result.decode_s * 1000, "encode_s": result.encode_s, "wall_s": wall}
         self._show_preview(result)
-        enc = f", encoded the view in {wall:.1f} s" if encoded else ""
+        enc = f", encoded its window in {result.encode_s:.1f} s" if encoded else ""
         self.status.setText(f"score {result.score:.2f} · decoder {result.decode_s * 1000:.0f} ms{enc}")
+        if encoded and self.tool is not None:
+            self._warm_view()
         if self._pending:
             self._pending = False
             self.segment()
+
+    def _warm_view(self) -> None:
+        """Encode the view's other windows in a worker thread, so prompts elsewhere in
+        the view need only the decoder; a newer region stops the previous warm-up."""
+        self.stop_warming()
+        tool = self.tool
+        task = BackgroundTask(lambda: tool.warm(task.cancel), name="tessera-sam-warm")
+        task.failed.connect(lambda exc: log.debug("warming the view failed: %s", exc))
+        self._warm = task.start()
+
+    def stop_warming(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel.set()
+            self._warm = None
 
     def _failed(self, exc: BaseException) -> None:
         self._pending = False

@@ -183,14 +183,31 @@ class PromptSession:
             state = _ImageState(source, _data_id(source), level, z, region, windows, value_window, self._generation)
             self._state = state
         if precompute:
-            progress = progress or NullProgress()
-            progress.start(len(windows), "encoding the region")
-            for i in range(len(windows)):
-                check_cancelled(cancel)
-                self._embedding(state, i)
-                progress.advance(1)
-            progress.close()
+            self.encode_windows(progress=progress, cancel=cancel)
         return region
+
+    def encode_windows(self, *, progress: ProgressReporter | None = None,
+                       cancel: threading.Event | None = None) -> int:
+        """Encode (or find cached) every window of the current region; returns how many
+        were done. Stops quietly when another ``set_image`` replaces the region, so a
+        viewer can warm the rest of a view in the background after answering the
+        first prompt from its own window."""
+        with self._lock:
+            state = self._state
+        if state is None:
+            return 0
+        progress = progress or NullProgress()
+        progress.start(len(state.windows), "encoding the region")
+        done = 0
+        for i in range(len(state.windows)):
+            check_cancelled(cancel)
+            if self._state is not state:
+                break
+            self._embedding(state, i)
+            done += 1
+            progress.advance(1)
+        progress.close()
+        return done
 
     @property
     def region(self) -> LevelWindow | None:

@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from tessera.pipelines.progress import Cancelled
 from tessera.pipelines.prompting.cache import EmbeddingCache
 from tessera.pipelines.prompting.session import PromptSession
 from tessera.pipelines.sources.base import Source
@@ -67,6 +68,33 @@ def test_windows_follow_the_weights_training_scale_not_the_input_size(slide):
     assert max(max(w.lvl_hw) for w in s.windows) == 32
     r = s.predict(points_l0_xy=[[700, 500]], labels=[1])
     assert np.all(np.abs(centre_of(r) - [700, 500]) <= slide.downsample(2) * 1.01)
+
+
+def test_lazy_region_answers_from_one_window_then_warms_the_rest(slide):
+    """precompute=False: the first prompt encodes only its window; encode_windows then
+    does the others (cached ones are not recomputed) and stops when the region changes."""
+    rt = fake_runtime(input_size=64)
+    s = PromptSession(rt, halo_px=8)
+    s.set_image(slide, level=2, region_l0=(0, 0, 1211, 903), precompute=False)
+    s.predict(points_l0_xy=[[700, 500]], labels=[1])
+    assert rt.encoder.calls == 1
+    assert s.encode_windows() == len(s.windows) and rt.encoder.calls == len(s.windows)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        s.encode_windows(cancel=cancel)
+    # a new region set while warming (the user moved on) ends the old warm-up
+    s2 = PromptSession(fake_runtime(input_size=64), halo_px=8)
+    s2.set_image(slide, level=2, region_l0=(0, 0, 1211, 903), precompute=False)
+    run = s2.runtime.encoder.run
+
+    def run_then_move(inputs):
+        if s2.runtime.encoder.calls == 1:
+            s2.set_image(slide, level=2, region_l0=(0, 0, 100, 100), precompute=False)
+        return run(inputs)
+
+    s2.runtime.encoder.run = run_then_move
+    assert s2.encode_windows() == 2 < len(s.windows)
 
 
 def test_large_region_is_tiled_and_prompts_go_to_their_window(slide):

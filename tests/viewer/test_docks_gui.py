@@ -72,7 +72,7 @@ def test_sam_dock_previews_commits_and_clears(window, qtbot, tmp_path, synth, sl
     dock.points_layer.add(click_l0)  # a positive click (data coordinates = level 0)
     qtbot.waitUntil(lambda: dock.preview_layer is not None and dock.tool.preview is not None, timeout=60_000)
     qtbot.waitUntil(lambda: dock._task is not None and not dock._task.running, timeout=30_000)
-    assert encoder.calls >= 1 and "score 0.95" in dock.status.text()
+    assert encoder.calls >= 1 and "score 0.95" in dock.status.text() and "encoded its window" in dock.status.text()
     # the preview disk is centred on the click, in world coordinates
     prev = dock.preview_layer
     ys, xs = np.nonzero(prev.data)
@@ -82,6 +82,9 @@ def test_sam_dock_previews_commits_and_clears(window, qtbot, tmp_path, synth, sl
     assert np.abs(centre_world - click_world).max() <= 0.75 * ds * image.scale[-1]
     assert prev.data.sum() == pytest.approx(np.pi * RADIUS_PX**2, rel=0.25)
 
+    # the first prompt encoded only its own window; the rest of the view is warmed in the background
+    assert dock._warm is not None and dock._warm.join(timeout=60)
+    assert encoder.calls == len(dock.tool.session.windows) > 1
     # a second click re-runs only the decoder (the region is encoded already)
     calls = encoder.calls
     dock.toggle_label()  # T: the next point is negative
