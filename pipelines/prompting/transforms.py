@@ -99,6 +99,18 @@ def to_rgb_uint8(image: np.ndarray, *, value_window: tuple[float, float] | None 
     return scaled
 
 
+def resize_longest_side(image_rgb: np.ndarray, longest: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 with its longest side ``longest`` (the "sam" rule; the
+    image itself when it already has that size)."""
+    h, w = image_rgb.shape[:2]
+    rh, rw = resized_shape(h, w, longest)
+    if (rh, rw) == (h, w):
+        return image_rgb
+    # PIL's bilinear resize antialiases when shrinking, as torchvision's resize of a PIL
+    # image does in the official ResizeLongestSide.
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image_rgb)).resize((rw, rh), Image.BILINEAR))
+
+
 def preprocess(
     image_rgb: np.ndarray,
     input_size: int,
@@ -125,13 +137,8 @@ def preprocess(
         x = (resized - lo) / max(hi - lo, 1e-8)
         out = x.transpose(2, 0, 1)[None].astype(np.float32)
         return out, InputTransform((h, w), (input_size, input_size), input_size, "medsam")
-    rh, rw = resized_shape(h, w, input_size)
-    if (rh, rw) == (h, w):
-        resized = img.astype(np.float32)
-    else:
-        # PIL's bilinear resize antialiases when shrinking, as torchvision's resize of a
-        # PIL image does in the official ResizeLongestSide.
-        resized = np.asarray(Image.fromarray(img).resize((rw, rh), Image.BILINEAR), np.float32)
+    resized = resize_longest_side(img, input_size).astype(np.float32)
+    rh, rw = resized.shape[:2]
     norm = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     out = np.zeros((1, 3, input_size, input_size), np.float32)
     out[0, :, :rh, :rw] = norm.transpose(2, 0, 1)

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from tessera.pipelines.progress import NullProgress, ProgressReporter
-from tessera.pipelines.prompting.transforms import preprocess, resized_shape
+from tessera.pipelines.prompting.transforms import preprocess, resize_longest_side
 from tessera.pipelines.synthetic.objects import (
     ObjectScene,
     centre_point,
@@ -158,17 +158,12 @@ def _prompt(rng: np.random.Generator, kind: str, mask: np.ndarray, others: np.nd
 
 def _encoder_input(img: np.ndarray, hw: tuple[int, int], size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The valid part of a padded scene resized as ``transforms.preprocess`` resizes a
-    region (longest side to ``size``, PIL bilinear), padded bottom/right: uint8
-    (size, size, 3) and the resized (h, w). Normalising happens on the training device."""
-    h, w = hw
-    rh, rw = resized_shape(h, w, size)
-    crop = np.ascontiguousarray(img[:h, :w])
-    if (rh, rw) != (h, w):
-        from PIL import Image
-
-        crop = np.asarray(Image.fromarray(crop).resize((rw, rh), Image.BILINEAR))
+    region, padded bottom/right: uint8 (size, size, 3) and the resized (h, w).
+    Normalising happens on the training device (uint8 is a quarter of the bytes to move)."""
+    resized = resize_longest_side(img[: hw[0], : hw[1]], size)
+    rh, rw = resized.shape[:2]
     out = np.zeros((size, size, 3), np.uint8)
-    out[:rh, :rw] = crop
+    out[:rh, :rw] = resized
     return out, (rh, rw)
 
 
@@ -213,11 +208,12 @@ def make_batch(
 _WORKER_SCENES: list[ObjectScene] = []
 
 
-def _step_batch(job: tuple[int, int, int, Recipe, str | None]) -> tuple[str, dict[str, np.ndarray]]:
+def _step_batch(job: tuple[int, int, int, Recipe, str | None],
+                scenes: list[ObjectScene] | None = None) -> tuple[str, dict[str, np.ndarray]]:
     seed, stream, step, recipe, kind = job
     rng = np.random.default_rng([seed, stream, step])
     kind = kind or str(rng.choice(PROMPT_KINDS, p=PROMPT_WEIGHTS))
-    return kind, make_batch(rng, _WORKER_SCENES, recipe, kind)
+    return kind, make_batch(rng, _WORKER_SCENES if scenes is None else scenes, recipe, kind)
 
 
 def batches(
@@ -225,13 +221,12 @@ def batches(
     pool: Any | None = None,
 ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
     """The training batches of one phase, in step order; ``kind`` None draws a prompt
-    layout per step. ``pool``: a fork-started multiprocessing pool made after
-    :func:`share_scenes` (batches then come from its workers)."""
-    global _WORKER_SCENES
-    if pool is None:
-        _WORKER_SCENES = scenes
+    layout per step. ``pool``: a fork-started multiprocessing pool made by
+    :func:`share_scenes` with these scenes (batches then come from its workers)."""
     jobs = ((seed, stream, step, recipe, kind) for step in range(steps))
-    return iter(map(_step_batch, jobs)) if pool is None else _prefetched(pool, jobs)
+    if pool is None:
+        return (_step_batch(job, scenes) for job in jobs)
+    return _prefetched(pool, jobs)
 
 
 def _prefetched(pool: Any, jobs: Iterator[Any], per_worker: int = 4) -> Iterator[Any]:
@@ -262,21 +257,17 @@ def share_scenes(scenes: list[ObjectScene], workers: int) -> Any | None:
     return mp.get_context("fork").Pool(workers)
 
 
-def _render_block(job: tuple[int, int]) -> list[ObjectScene]:
-    return make_scenes(*job)
-
-
 def training_scenes(seed: int, n: int, workers: int = 0, block: int = 200) -> list[ObjectScene]:
     """``n`` training scenes rendered in blocks of ``block`` (block b from seed
     ``20_000 + 1000 * seed + b``), so they can be rendered in parallel; the held-out
     scenes come from seed ``seed + 10_000``."""
     jobs = [(20_000 + 1000 * seed + b, min(block, n - b * block)) for b in range(math.ceil(n / block))]
     if workers <= 1:
-        return [s for job in jobs for s in _render_block(job)]
+        return [s for job in jobs for s in make_scenes(*job)]
     import multiprocessing as mp
 
     with mp.get_context("fork").Pool(workers) as pool:
-        return [s for part in pool.map(_render_block, jobs) for s in part]
+        return [s for part in pool.starmap(make_scenes, jobs) for s in part]
 
 
 # ---------------------------------------------------------------------------------------
